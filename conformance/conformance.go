@@ -1,0 +1,37 @@
+// Package conformance holds the suites that prove a storage driver: every
+// driver in sluice runs them, and so can anyone's.
+//
+// A driver's test file calls the suites with a factory:
+//
+//	func newStore(tb testing.TB) storage.Store { ... }
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.RunStore(t, newStore)
+//		conformance.RunLimiter(t, newStore)
+//	}
+//
+// Run them with -race: the suites hammer one key from many goroutines and
+// rely on the race detector to catch unsynchronised state in the driver. A
+// pass proves that the driver keeps the contract documented in package
+// storage (atomic compare-and-swap, growing versions, expiry, byte-exact
+// values, context handling) and that the limiter built on it admits
+// exactly what DESIGN.md says it must.
+package conformance
+
+import (
+	"testing"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+// NewStore returns a store for the test or benchmark tb.
+//
+// The first call with a given tb returns a fresh store isolated from every
+// other test (its own key prefix, table or file); a second call with the
+// same tb returns another handle over the same backend and namespace, so
+// that the suites can check that two clients see each other's writes (for
+// the memory driver, the same store). The factory closes what it opened
+// with tb.Cleanup; the suites never close a store they did not open
+// themselves. If the backend is missing, the factory skips tb (or fails it,
+// as its own policy says).
+type NewStore func(tb testing.TB) storage.Store
