@@ -1,0 +1,77 @@
+package limiter
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Option configures a Limiter in New.
+type Option func(*config)
+
+type config struct {
+	name      string
+	nameSet   bool
+	clock     Clock
+	cacheSize int
+}
+
+// MaxNameLen is the longest name WithName accepts, in bytes.
+const MaxNameLen = 128
+
+// WithName sets the namespace of the limiter's keys in the store. Two
+// limiters with the same name share their counts for a key; different
+// names keep them apart. The default is derived from the buckets (for
+// example "5/10s,100/1h"), so limiters with the same buckets share counts
+// unless they are named. A name is 1 to MaxNameLen printable bytes without
+// spaces or colons.
+//
+// Changing the buckets of a named limiter starts every key afresh: a
+// record written for other buckets is replaced by a full bucket.
+func WithName(name string) Option {
+	return func(c *config) { c.name, c.nameSet = name, true }
+}
+
+// WithClock sets the clock the limiter reads and waits on. The default is
+// the system clock; tests pass a manual clock. A nil clock is an error.
+func WithClock(clock Clock) Option {
+	return func(c *config) { c.clock = clock }
+}
+
+// WithCacheSize bounds how many keys the limiter remembers the last stored
+// record of, so that a busy key costs one store call per decision and an
+// exhausted key none. The default is 16384; 0 keeps the cache as small as
+// the keys in use at once (every idle key is forgotten). Negative is an
+// error.
+func WithCacheSize(n int) Option {
+	return func(c *config) { c.cacheSize = n }
+}
+
+func (c *config) validate() error {
+	if c.clock == nil {
+		return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+	}
+	if c.cacheSize < 0 {
+		return fmt.Errorf("%w: negative cache size %d", ErrInvalidOption, c.cacheSize)
+	}
+	if !c.nameSet {
+		return nil
+	}
+	if c.name == "" || len(c.name) > MaxNameLen {
+		return fmt.Errorf("%w: name must be 1 to %d bytes, got %d", ErrInvalidOption, MaxNameLen, len(c.name))
+	}
+	for i := 0; i < len(c.name); i++ {
+		if ch := c.name[i]; ch <= ' ' || ch >= 0x7f || ch == ':' {
+			return fmt.Errorf("%w: name %q: byte %d is not a printable character other than space and colon", ErrInvalidOption, c.name, i)
+		}
+	}
+	return nil
+}
+
+// defaultName derives a limiter's name from its canonical buckets.
+func defaultName(rules []Bucket) string {
+	parts := make([]string, len(rules))
+	for i, b := range rules {
+		parts[i] = b.String()
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,126 @@
+package limiter
+
+import (
+	"bytes"
+	"math/big"
+	"testing"
+	"time"
+)
+
+func TestStateRoundTrip(t *testing.T) {
+	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
+	fp := fingerprint(rules)
+	st := fullState(rules, -42)
+	st.levels[0] = level{whole: 2, frac: 123}
+	st.levels[1] = level{whole: 0, frac: int64(MaxPeriod) - 1}
+	rec := encodeState(nil, fp, rules, &st)
+	got, err := decodeState(rec, fp, rules)
+	if err != nil || got != st {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", st, got, err)
+	}
+	if _, err := decodeState(rec, fp, rules[:1]); err == nil {
+		t.Errorf("decoding two buckets as one: no error")
+	}
+	other := []Bucket{{Capacity: 6, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
+	if _, err := decodeState(rec, fingerprint(other), other); err != errOtherBuckets {
+		t.Errorf("decoding for other buckets: %v, want errOtherBuckets", err)
+	}
+}
+
+func TestDecodeStateRejects(t *testing.T) {
+	rules := []Bucket{{Capacity: 5, Period: 10}}
+	fp := fingerprint(rules)
+	good := encodeState(nil, fp, rules, &state{at: 7, levels: [MaxBuckets]level{{whole: 1, frac: 3}}})
+	for name, b := range map[string][]byte{
+		"empty":          {},
+		"unknown format": append([]byte{2}, good[1:]...),
+		"text":           []byte("not a record"),
+		"short header":   good[:3],
+		"no levels":      good[:6],
+		"trailing byte":  append(bytes.Clone(good), 0),
+		"too many":       encodeState(nil, fp, rules, &state{levels: [MaxBuckets]level{{whole: 6}}}),
+		"frac too big":   encodeState(nil, fp, rules, &state{levels: [MaxBuckets]level{{whole: 1, frac: 10}}}),
+		"full with frac": encodeState(nil, fp, rules, &state{levels: [MaxBuckets]level{{whole: 5, frac: 1}}}),
+	} {
+		if _, err := decodeState(b, fp, rules); err == nil || err == errOtherBuckets {
+			t.Errorf("%s (% x): err = %v, want a decode error", name, b, err)
+		}
+	}
+}
+
+var fuzzRules = []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: 1000, Period: time.Hour}}
+
+// FuzzDecodeState feeds arbitrary records to the decoder: it must never
+// panic, and whatever it accepts must satisfy the algorithm's invariants
+// and encode back to a record that decodes to the same state.
+func FuzzDecodeState(f *testing.F) {
+	fp := fingerprint(fuzzRules)
+	st := fullState(fuzzRules, 1_700_000_000_000_000_000)
+	f.Add(encodeState(nil, fp, fuzzRules, &st))
+	st.levels[0] = level{whole: 0, frac: 12345}
+	f.Add(encodeState(nil, fp, fuzzRules, &st))
+	f.Add([]byte{1, 0, 0, 0, 0})
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := decodeState(b, fp, fuzzRules)
+		if err != nil {
+			return
+		}
+		for i, r := range fuzzRules {
+			l := s.levels[i]
+			if l.whole < 0 || l.whole > r.Capacity || l.frac < 0 || l.frac >= int64(r.Period) {
+				t.Fatalf("decoded level %d out of range: %+v", i, l)
+			}
+		}
+		again, err := decodeState(encodeState(nil, fp, fuzzRules, &s), fp, fuzzRules)
+		if err != nil || again != s {
+			t.Fatalf("re-encoding %+v gives %+v, %v", s, again, err)
+		}
+	})
+}
+
+// FuzzDecide plays a call sequence against one bucket: levels stay within
+// [0, Capacity], a denial takes nothing, and the cost admitted by time t
+// never exceeds C + floor(t*C/P).
+func FuzzDecide(f *testing.F) {
+	f.Add(int64(5), int64(10*time.Second), []byte{1, 0, 1, 0, 1, 0, 200, 3})
+	f.Add(int64(MaxCapacity), int64(MaxPeriod), []byte{255, 255, 0, 1})
+	f.Add(int64(3), int64(10), []byte{3, 1, 1, 1, 0, 2})
+	f.Fuzz(func(t *testing.T, capacity, period int64, steps []byte) {
+		b := Bucket{Capacity: capacity, Period: time.Duration(period)}
+		if b.validate() != nil {
+			return
+		}
+		rules := []Bucket{b}
+		st := fullState(rules, 0)
+		var now, admitted int64
+		for i := 0; i+1 < len(steps); i += 2 {
+			// A step's time: a byte scaled to the period, sometimes
+			// backwards.
+			dt := int64(steps[i]) * (period/64 + 1)
+			if steps[i]%17 == 0 {
+				dt = -dt
+			}
+			now += dt
+			cost := 1 + int64(steps[i+1])%capacity
+			next, d := decide(rules, st, now, cost, true)
+			if d.Allowed {
+				admitted += cost
+				st = next
+			} else if d.RetryAfter <= 0 {
+				t.Fatalf("denied with RetryAfter %v", d.RetryAfter)
+			}
+			l := next.levels[0]
+			if l.whole < 0 || l.whole > capacity || l.frac < 0 || l.frac >= period {
+				t.Fatalf("level out of range: %+v", l)
+			}
+			if st.at > 0 {
+				bound := new(big.Int).Mul(big.NewInt(st.at), big.NewInt(capacity))
+				bound.Quo(bound, big.NewInt(period)).Add(bound, big.NewInt(capacity))
+				if big.NewInt(admitted).Cmp(bound) > 0 {
+					t.Fatalf("admitted %d by %d, more than %v", admitted, st.at, bound)
+				}
+			}
+		}
+	})
+}

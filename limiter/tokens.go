@@ -1,0 +1,173 @@
+package limiter
+
+import (
+	"math"
+	"math/bits"
+	"time"
+)
+
+// This file is the algorithm: pure integer arithmetic over the buckets of
+// one key, with no I/O, clock or locks. Every method of Limiter meets here.
+//
+// A bucket's level is kept exactly as whole tokens plus a remainder. In
+// units where one token is Period long, the bucket refills Capacity units
+// per nanosecond; whole = level / Period and frac = level % Period. Taking
+// n tokens lowers whole by n; frac carries the part of a token refilled so
+// far, so no refill is ever lost to rounding. Products reach
+// MaxCapacity*MaxPeriod (about 2^98) and are computed in 128 bits.
+
+// level is one bucket's content.
+type level struct {
+	whole int64 // whole tokens, 0..Capacity
+	frac  int64 // refill towards the next token, 0..Period-1 (0 when full)
+}
+
+// state is everything stored for one key: the latest time seen and every
+// bucket's level, in the limiter's canonical bucket order.
+type state struct {
+	at     int64 // Unix nanoseconds; never moves backwards
+	levels [MaxBuckets]level
+}
+
+// fullState is the state of a key seen for the first time at now: every
+// bucket full.
+func fullState(rules []Bucket, now int64) state {
+	s := state{at: now}
+	for i, b := range rules {
+		s.levels[i] = level{whole: b.Capacity}
+	}
+	return s
+}
+
+// decide computes a call of the given cost at now against cur. When take
+// is true and every bucket holds cost tokens, they are taken; otherwise
+// nothing is. It returns the next state, to be stored only when the
+// decision is Allowed and take is true, and the Decision. Time before
+// cur.at refills nothing.
+func decide(rules []Bucket, cur state, now, cost int64, take bool) (state, Decision) {
+	next := cur
+	var elapsed uint64
+	if now > cur.at {
+		elapsed = uint64(now) - uint64(cur.at) // exact even when the difference overflows int64
+		next.at = now
+	}
+	allowed := true
+	for i, b := range rules {
+		next.levels[i] = refill(b, cur.levels[i], elapsed)
+		if next.levels[i].whole < cost {
+			allowed = false
+		}
+	}
+	var d Decision
+	skew := durationBetween(now, next.at) // > 0 only when the clock went back
+	if allowed {
+		if take {
+			for i := range rules {
+				next.levels[i].whole -= cost
+			}
+		}
+	} else {
+		var wait time.Duration
+		for i, b := range rules {
+			if w := untilWhole(b, next.levels[i], cost); w > wait {
+				wait = w
+			}
+		}
+		d.RetryAfter = addSat(skew, wait)
+	}
+	bind := binding(rules, &next)
+	d.Allowed = allowed
+	d.Limit = rules[bind].Capacity
+	d.Remaining = next.levels[bind].whole
+	d.ResetAfter = addSat(skew, untilWhole(rules[bind], next.levels[bind], rules[bind].Capacity))
+	return next, d
+}
+
+// retention is how long s must be kept at now: until every bucket is full
+// again, plus a second, so that an expired record and a full bucket are the
+// same thing.
+func retention(rules []Bucket, s *state, now int64) time.Duration {
+	var full time.Duration
+	for i, b := range rules {
+		if w := untilWhole(b, s.levels[i], b.Capacity); w > full {
+			full = w
+		}
+	}
+	return addSat(addSat(durationBetween(now, s.at), full), time.Second)
+}
+
+// refill adds elapsed nanoseconds of refill to l.
+func refill(b Bucket, l level, elapsed uint64) level {
+	c, p := uint64(b.Capacity), uint64(b.Period)
+	if uint64(l.whole) >= c || elapsed >= p {
+		return level{whole: b.Capacity} // a full Period refills any bucket
+	}
+	hi, lo := bits.Mul64(elapsed, c) // < 2^98
+	lo, carry := bits.Add64(lo, uint64(l.frac), 0)
+	hi += carry
+	add, rem := bits.Div64(hi, lo, p) // quotient <= Capacity: no overflow
+	if uint64(l.whole)+add >= c {
+		return level{whole: b.Capacity}
+	}
+	return level{whole: l.whole + int64(add), frac: int64(rem)}
+}
+
+// untilWhole is the wait, rounded up to the nanosecond, until l holds n
+// whole tokens.
+func untilWhole(b Bucket, l level, n int64) time.Duration {
+	if l.whole >= n {
+		return 0
+	}
+	// Units missing: (n-whole)*Period - frac, then Capacity units arrive
+	// per nanosecond.
+	hi, lo := bits.Mul64(uint64(n-l.whole), uint64(b.Period))
+	lo, borrow := bits.Sub64(lo, uint64(l.frac), 0)
+	hi -= borrow
+	q, r := bits.Div64(hi, lo, uint64(b.Capacity)) // quotient <= Period
+	if r != 0 {
+		q++
+	}
+	return time.Duration(q)
+}
+
+// binding returns the index of the bucket with the fewest whole tokens in
+// s; on a tie, the one that refills slowest (lowest Capacity/Period); on a
+// further tie, the first.
+func binding(rules []Bucket, s *state) int {
+	best := 0
+	for i := 1; i < len(rules); i++ {
+		a, b := s.levels[i].whole, s.levels[best].whole
+		if a < b || a == b && slower(rules[i], rules[best]) {
+			best = i
+		}
+	}
+	return best
+}
+
+// slower reports whether a refills more slowly than b:
+// a.Capacity/a.Period < b.Capacity/b.Period, compared exactly.
+func slower(a, b Bucket) bool {
+	ah, al := bits.Mul64(uint64(a.Capacity), uint64(b.Period))
+	bh, bl := bits.Mul64(uint64(b.Capacity), uint64(a.Period))
+	return ah < bh || ah == bh && al < bl
+}
+
+// durationBetween returns to-from, saturated at 0 and math.MaxInt64.
+func durationBetween(from, to int64) time.Duration {
+	if to <= from {
+		return 0
+	}
+	d := uint64(to) - uint64(from)
+	if d > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(d)
+}
+
+// addSat adds two non-negative durations, saturating at math.MaxInt64.
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}

@@ -1,0 +1,216 @@
+package limiter
+
+import (
+	"math/big"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// step is one call in a table: at time at (offset from t0), a call of cost
+// (0 = Peek) must give want.
+type step struct {
+	at   time.Duration
+	cost int64
+	want Decision
+}
+
+// runSteps plays steps against the pure algorithm, as the limiter does.
+func runSteps(t *testing.T, rules []Bucket, steps []step) {
+	t.Helper()
+	const t0 = int64(1_700_000_000_000_000_000)
+	st := fullState(rules, t0)
+	for i, s := range steps {
+		cost, take := s.cost, true
+		if cost == 0 {
+			cost, take = 1, false
+		}
+		next, d := decide(rules, st, t0+int64(s.at), cost, take)
+		if d.Allowed && take {
+			st = next
+		}
+		if d != s.want {
+			t.Errorf("step %d: at %v cost %d = %+v, want %+v", i, s.at, s.cost, d, s.want)
+		}
+	}
+}
+
+func TestDecideSingleBucket(t *testing.T) {
+	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}}
+	allow := func(rem int64, reset time.Duration) Decision {
+		return Decision{Allowed: true, Limit: 5, Remaining: rem, ResetAfter: reset}
+	}
+	deny := func(rem int64, retry, reset time.Duration) Decision {
+		return Decision{Limit: 5, Remaining: rem, RetryAfter: retry, ResetAfter: reset}
+	}
+	runSteps(t, rules, []step{
+		{0, 0, Decision{Allowed: true, Limit: 5, Remaining: 5}}, // Peek: full
+		{0, 1, allow(4, 2*time.Second)},
+		{0, 1, allow(3, 4*time.Second)},
+		{0, 3, allow(0, 10*time.Second)},
+		{0, 1, deny(0, 2*time.Second, 10*time.Second)},
+		{0, 0, deny(0, 2*time.Second, 10*time.Second)}, // Peek agrees
+		{time.Second, 1, deny(0, time.Second, 9*time.Second)},
+		{time.Second, 2, deny(0, 3*time.Second, 9*time.Second)},
+		{2*time.Second - 1, 1, deny(0, 1, 8*time.Second+1)},
+		{2 * time.Second, 1, allow(0, 10*time.Second)},
+		{7 * time.Second, 0, Decision{Allowed: true, Limit: 5, Remaining: 2, ResetAfter: 5 * time.Second}},
+		{time.Hour, 5, allow(0, 10*time.Second)},
+	})
+}
+
+func TestDecideRoundsUp(t *testing.T) {
+	// 3 tokens per 10ns: a token every 3.33ns.
+	rules := []Bucket{{Capacity: 3, Period: 10}}
+	deny := func(retry, reset time.Duration) Decision {
+		return Decision{Limit: 3, RetryAfter: retry, ResetAfter: reset}
+	}
+	runSteps(t, rules, []step{
+		{0, 3, Decision{Allowed: true, Limit: 3, ResetAfter: 10}},
+		{0, 1, deny(4, 10)}, // 10/3 rounded up
+		{3, 1, deny(1, 7)},
+		{4, 1, Decision{Allowed: true, Limit: 3, ResetAfter: 10 - 4 + 4}}, // 0 left, 1/3 token carried
+		{6, 1, deny(1, 8)},
+		{7, 1, Decision{Allowed: true, Limit: 3, ResetAfter: 10}},
+	})
+}
+
+func TestDecideMultiBucket(t *testing.T) {
+	// 2 per second and 3 per 10 seconds: all or nothing.
+	rules := []Bucket{{Capacity: 2, Period: time.Second}, {Capacity: 3, Period: 10 * time.Second}}
+	runSteps(t, rules, []step{
+		{0, 1, Decision{Allowed: true, Limit: 2, Remaining: 1, ResetAfter: 500 * time.Millisecond}},
+		{0, 1, Decision{Allowed: true, Limit: 2, Remaining: 0, ResetAfter: time.Second}},
+		{0, 1, Decision{Limit: 2, Remaining: 0, RetryAfter: 500 * time.Millisecond, ResetAfter: time.Second}},
+		// At 1s the first bucket is full again and the second holds 1.3:
+		// the second binds, with 0.3 of a token carried.
+		{time.Second, 1, Decision{Allowed: true, Limit: 3, Remaining: 0, ResetAfter: 9 * time.Second}},
+		{time.Second, 1, Decision{Limit: 3, Remaining: 0, RetryAfter: 2*time.Second + 333333334, ResetAfter: 9 * time.Second}},
+	})
+}
+
+func TestDecideBindingTie(t *testing.T) {
+	// Both buckets hold 9 after one call; the slower (10 per 10s) binds.
+	rules := []Bucket{{Capacity: 10, Period: time.Second}, {Capacity: 10, Period: 10 * time.Second}}
+	runSteps(t, rules, []step{
+		{0, 1, Decision{Allowed: true, Limit: 10, Remaining: 9, ResetAfter: time.Second}},
+	})
+}
+
+func TestDecideClockBackwards(t *testing.T) {
+	rules := []Bucket{{Capacity: 2, Period: 2 * time.Second}}
+	runSteps(t, rules, []step{
+		{10 * time.Second, 2, Decision{Allowed: true, Limit: 2, ResetAfter: 2 * time.Second}},
+		// 5s earlier: nothing refills, and the waits count from the
+		// latest time seen.
+		{5 * time.Second, 1, Decision{Limit: 2, RetryAfter: 6 * time.Second, ResetAfter: 7 * time.Second}},
+		{11 * time.Second, 1, Decision{Allowed: true, Limit: 2, ResetAfter: 2 * time.Second}},
+	})
+	// Extreme times never panic.
+	st := fullState(rules, -1<<63)
+	if _, d := decide(rules, st, 1<<63-1, 1, true); !d.Allowed {
+		t.Errorf("from MinInt64 to MaxInt64: %+v, want allowed", d)
+	}
+	st = fullState(rules, 1<<63-1)
+	st.levels[0] = level{}
+	if _, d := decide(rules, st, -1<<63, 1, true); d.Allowed || d.RetryAfter != 1<<63-1 {
+		t.Errorf("from MaxInt64 back to MinInt64: %+v, want denied with a saturated wait", d)
+	}
+}
+
+// admittedBy is C + floor(t*C/P), computed with big integers.
+func admittedBy(b Bucket, t int64) int64 {
+	n := new(big.Int).Mul(big.NewInt(t), big.NewInt(b.Capacity))
+	n.Quo(n, big.NewInt(int64(b.Period)))
+	return n.Int64() + b.Capacity
+}
+
+// TestExactAdmission checks the headline promise: a client that asks as
+// fast as it can from t=0 is admitted exactly C + floor(t*C/P) times by t,
+// including at the edges of the documented ranges.
+func TestExactAdmission(t *testing.T) {
+	buckets := []Bucket{
+		{1, 1}, {3, 10}, {7, 3}, {5, 10 * time.Second}, {1000, time.Hour},
+		{MaxCapacity, MaxPeriod}, {MaxCapacity, 1}, {1, MaxPeriod}, {MaxCapacity - 1, MaxPeriod - 7},
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, b := range buckets {
+		rules := []Bucket{b}
+		st := fullState(rules, 0)
+		var admitted, now int64
+		for i := range 200 {
+			// Steps short enough that the bucket never sits full, as
+			// for a client that never stops asking.
+			if i > 0 {
+				limit := min(int64(b.Period)/2, 1<<55) // 200 steps stay in int64
+				if b.Capacity == 1 {
+					// One token is a full bucket: step at most to the
+					// instant it arrives.
+					limit = min(limit, int64(b.Period)-st.levels[0].frac-(now-st.at)-1)
+				}
+				now += 1 + r.Int64N(limit+1)
+			}
+			for {
+				// Take as much as possible in one or two calls, as a
+				// fast client with a large cost would.
+				cost := max(int64(1), st.levels[0].whole)
+				next, d := decide(rules, st, now, cost, true)
+				if !d.Allowed {
+					next, d = decide(rules, st, now, 1, true)
+					if !d.Allowed {
+						break
+					}
+					cost = 1
+				}
+				st, admitted = next, admitted+cost
+			}
+			if want := admittedBy(b, now); admitted != want {
+				t.Fatalf("%v: at %d admitted %d, want %d", b, now, admitted, want)
+			}
+		}
+	}
+}
+
+// TestAgainstXTimeRate compares allow/deny with golang.org/x/time/rate on
+// random sequences. Rates and steps are dyadic fractions of a second so
+// that rate's float64 arithmetic is exact too.
+func TestAgainstXTimeRate(t *testing.T) {
+	const tick = 1953125 // 1/512 s in nanoseconds
+	periods := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 8 * time.Second}
+	r := rand.New(rand.NewPCG(3, 4))
+	for trial := range 300 {
+		b := Bucket{Capacity: 1 + r.Int64N(50), Period: periods[r.IntN(len(periods))]}
+		rules := []Bucket{b}
+		ref := rate.NewLimiter(rate.Limit(float64(b.Capacity)/b.Period.Seconds()), int(b.Capacity))
+		t0 := time.Unix(1_700_000_000, 0)
+		st := fullState(rules, t0.UnixNano())
+		now := t0
+		for i := range 400 {
+			now = now.Add(time.Duration(r.Int64N(200)) * tick)
+			cost := 1 + r.Int64N(b.Capacity)
+			if r.IntN(3) > 0 {
+				cost = 1
+			}
+			next, d := decide(rules, st, now.UnixNano(), cost, true)
+			if d.Allowed {
+				st = next
+			}
+			if want := ref.AllowN(now, int(cost)); d.Allowed != want {
+				t.Fatalf("trial %d step %d: %v at %v cost %d: allowed %v, x/time/rate %v", trial, i, b, now.Sub(t0), cost, d.Allowed, want)
+			}
+		}
+	}
+}
+
+func TestRetention(t *testing.T) {
+	rules := []Bucket{{Capacity: 4, Period: 8 * time.Second}, {Capacity: 100, Period: time.Hour}}
+	st, _ := decide(rules, fullState(rules, 0), 0, 4, true)
+	if got, want := retention(rules, &st, 0), 145*time.Second; got != want {
+		t.Errorf("retention after 4 of 100/h = %v, want %v", got, want)
+	}
+	if got, want := retention(rules, &st, -5*int64(time.Second)), 150*time.Second; got != want {
+		t.Errorf("retention seen from 5s earlier = %v, want %v", got, want)
+	}
+}
