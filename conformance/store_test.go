@@ -1,0 +1,336 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+func TestRunStoreReference(t *testing.T) {
+	RunStore(t, refFactory(faults{}))
+}
+
+// TestChecksCatchBrokenStores runs checks against stores that each break
+// one promise of the contract, and requires every check aimed at a store
+// to fail on it.
+func TestChecksCatchBrokenStores(t *testing.T) {
+	checks := make(map[string]storeCheck)
+	for _, c := range storeChecks() {
+		checks[c.name] = c
+	}
+	aimed := make(map[string]bool)
+	for _, b := range brokenStores() {
+		for _, name := range b.fails {
+			c, ok := checks[name]
+			if !ok {
+				t.Fatalf("broken store %q names no check %q", b.name, name)
+			}
+			aimed[name] = true
+			t.Run(b.name+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				budget := time.Minute
+				if b.faults.ignoreExpiry || b.faults.keepTTLOnSwap {
+					// The checks wait for an expiry that never comes; the
+					// wait ends before ctx does, with its own report.
+					budget = 1500 * time.Millisecond
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), budget)
+				defer cancel()
+				err := c.run(ctx, t, refFactory(b.faults))
+				if err == nil {
+					t.Fatalf("check %s passed on a store whose %s", name, b.name)
+				}
+				if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+					t.Fatalf("check %s ran out of time instead of catching that the store's %s: %v", name, b.name, err)
+				}
+				t.Logf("caught: %v", err)
+			})
+		}
+	}
+	for _, c := range storeChecks() {
+		if !aimed[c.name] {
+			t.Errorf("no broken store is aimed at check %s: nothing shows that it can fail", c.name)
+		}
+	}
+}
+
+// brokenStore is a reference store with faults, and the checks that must
+// catch them.
+type brokenStore struct {
+	name   string // completes "a store whose ..."
+	faults faults
+	fails  []string
+}
+
+func brokenStores() []brokenStore {
+	return []brokenStore{
+		{"Get of an absent key is an error", faults{absentGetErrors: true}, []string{"GetAbsentKey"}},
+		{"Delete of an absent key is an error", faults{absentDeleteErrors: true}, []string{"GetAbsentKey"}},
+		{"CompareAndSwap ignores expected", faults{ignoreExpected: true},
+			[]string{"InsertWhenPresentConflicts", "StaleVersionConflicts", "ConcurrentIncrements", "TwoHandlesShareBackend"}},
+		{"conflict returns an empty record", faults{emptyConflict: true},
+			[]string{"InsertWhenPresentConflicts", "StaleVersionConflicts", "ConcurrentIncrements"}},
+		{"swap returns the old record", faults{oldRecordOnSwap: true},
+			[]string{"InsertWhenAbsent", "SwapWithCurrentVersion", "ConcurrentIncrements"}},
+		{"swap keeps the version", faults{keepVersionOnSwap: true},
+			[]string{"SwapWithCurrentVersion", "VersionsOnlyGrow"}},
+		{"versions restart at 1 after Delete and expiry", faults{perKeyVersions: true},
+			[]string{"VersionsOnlyGrow", "DeleteRemoves", "Expiry"}},
+		{"CompareAndSwap is not atomic", faults{notAtomic: true}, []string{"ConcurrentIncrements"}},
+		{"records never expire", faults{ignoreExpiry: true}, []string{"Expiry", "SwapSetsTTL", "VersionsOnlyGrow"}},
+		{"CompareAndSwap ignores expiry", faults{casIgnoresExpiry: true}, []string{"Expiry"}},
+		{"swap keeps the old ttl", faults{keepTTLOnSwap: true}, []string{"SwapSetsTTL"}},
+		{"Delete does nothing", faults{deleteNoop: true}, []string{"DeleteRemoves"}},
+		{"keys are cut at 512 bytes", faults{mapKey: func(k string) string { return k[:min(len(k), 512)] }},
+			[]string{"KeysStayDistinct"}},
+		{"keys are case-folded", faults{mapKey: strings.ToLower}, []string{"KeysStayDistinct"}},
+		{"invalid UTF-8 in keys is replaced", faults{mapKey: func(k string) string { return strings.ToValidUTF8(k, "\ufffd") }},
+			[]string{"KeysStayDistinct"}},
+		{"Get cuts values at 4 KiB", faults{truncateGet: 4 << 10}, []string{"ValuesRoundTrip"}},
+		{"swap keeps the tail of a longer value", faults{shrinkKeepsTail: true}, []string{"ValuesRoundTrip"}},
+		{"empty value reads absent", faults{emptyValueAbsent: true}, []string{"ValuesRoundTrip"}},
+		{"value slice is retained", faults{retainValue: true}, []string{"CallerMayReuseValue"}},
+		{"done context still writes", faults{ignoreContext: true}, []string{"DoneContextWritesNothing"}},
+		{"handles do not share a backend", faults{separateHandles: true}, []string{"TwoHandlesShareBackend"}},
+		{"Close does nothing", faults{closeNoop: true}, []string{"CloseThenErrClosed"}},
+		{"second Close panics", faults{closePanics: true}, []string{"CloseThenErrClosed"}},
+	}
+}
+
+func TestDistinctKeys(t *testing.T) {
+	seen := make(map[string]bool)
+	for _, k := range distinctKeys() {
+		if k == "" || len(k) > storage.MaxKeyLen || strings.Contains(k, "\x00") {
+			t.Errorf("key %s breaks what the limiter promises a driver", showKey(k))
+		}
+		if seen[k] {
+			t.Errorf("key %s is listed twice", showKey(k))
+		}
+		seen[k] = true
+	}
+	if !seen[strings.Repeat("k", storage.MaxKeyLen)] {
+		t.Errorf("no key of MaxKeyLen bytes")
+	}
+}
+
+// faults are the ways a reference store can break the contract; the zero
+// value is a correct store.
+type faults struct {
+	absentGetErrors    bool                // Get of an absent key returns an error
+	absentDeleteErrors bool                // Delete of an absent key returns an error
+	ignoreExpected     bool                // CompareAndSwap always swaps
+	emptyConflict      bool                // a conflict returns Record{}
+	oldRecordOnSwap    bool                // a swap returns the record it replaced
+	keepVersionOnSwap  bool                // a swap over a record keeps its version
+	perKeyVersions     bool                // versions count per key, from 1 after Delete or expiry
+	notAtomic          bool                // compare and write are two steps with a yield between
+	ignoreExpiry       bool                // records never expire
+	casIgnoresExpiry   bool                // Get honours expiry, CompareAndSwap does not
+	keepTTLOnSwap      bool                // a swap keeps the expiry of the record it replaces
+	deleteNoop         bool                // Delete does nothing
+	mapKey             func(string) string // keys are stored under mapKey(key)
+	truncateGet        int                 // Get returns at most this many bytes of a value
+	shrinkKeepsTail    bool                // a shorter value is copied over a longer one in place
+	emptyValueAbsent   bool                // Get reads an empty value as absent
+	retainValue        bool                // the store keeps the caller's slice
+	ignoreContext      bool                // a done context is not checked
+	separateHandles    bool                // the factory's second call returns a new backend
+	closeNoop          bool                // Close does nothing
+	closePanics        bool                // a second Close panics
+}
+
+// refFactory returns a NewStore for reference stores with faults f. As
+// NewStore says, the first call for a tb makes a new backend and a second
+// one another handle on it.
+func refFactory(f faults) NewStore {
+	var (
+		mu       sync.Mutex
+		backends = make(map[testing.TB]*refBackend)
+	)
+	return func(tb testing.TB) storage.Store {
+		mu.Lock()
+		defer mu.Unlock()
+		b, ok := backends[tb]
+		if !ok || f.separateHandles {
+			b = &refBackend{f: f, recs: make(map[string]refRecord)}
+			backends[tb] = b
+			if !ok {
+				tb.Cleanup(func() {
+					mu.Lock()
+					defer mu.Unlock()
+					delete(backends, tb)
+				})
+			}
+		}
+		s := &refStore{b: b}
+		tb.Cleanup(func() {
+			if err := s.closeOnce(); err != nil {
+				tb.Errorf("Close: %v", err)
+			}
+		})
+		return s
+	}
+}
+
+// refBackend is the shared state of reference store handles: a map with a
+// store-wide version counter and real expiry.
+type refBackend struct {
+	f    faults
+	mu   sync.Mutex
+	recs map[string]refRecord
+	last uint64 // the last version handed out
+}
+
+type refRecord struct {
+	value   []byte
+	version uint64
+	expires time.Time
+}
+
+// live returns the record under key unless it is absent or, when
+// honourExpiry, expired (which it then removes). Call with b.mu held.
+func (b *refBackend) live(key string, honourExpiry bool) (refRecord, bool) {
+	r, ok := b.recs[key]
+	if ok && honourExpiry && !b.f.ignoreExpiry && !time.Now().Before(r.expires) {
+		delete(b.recs, key)
+		return refRecord{}, false
+	}
+	return r, ok
+}
+
+func (b *refBackend) key(key string) string {
+	if b.f.mapKey != nil {
+		return b.f.mapKey(key)
+	}
+	return key
+}
+
+// refStore is one handle on a refBackend.
+type refStore struct {
+	b      *refBackend
+	closed atomic.Bool
+	closes atomic.Int32
+}
+
+var _ storage.Store = (*refStore)(nil)
+
+func (s *refStore) enter(ctx context.Context) error {
+	if s.closed.Load() {
+		return fmt.Errorf("ref: %w", storage.ErrClosed)
+	}
+	if s.b.f.ignoreContext {
+		return nil
+	}
+	return ctx.Err()
+}
+
+func (s *refStore) Get(ctx context.Context, key string) (storage.Record, error) {
+	if err := s.enter(ctx); err != nil {
+		return storage.Record{}, err
+	}
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.live(b.key(key), true)
+	switch {
+	case !ok && b.f.absentGetErrors:
+		return storage.Record{}, errors.New("ref: not found")
+	case !ok, len(r.value) == 0 && b.f.emptyValueAbsent:
+		return storage.Record{}, nil
+	}
+	v := bytes.Clone(r.value)
+	if n := b.f.truncateGet; n > 0 && len(v) > n {
+		v = v[:n]
+	}
+	return storage.Record{Value: v, Version: r.version}, nil
+}
+
+func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	if err := s.enter(ctx); err != nil {
+		return storage.Record{}, false, err
+	}
+	b, f := s.b, s.b.f
+	key = b.key(key)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur, ok := b.live(key, !f.casIgnoresExpiry)
+	current := storage.Record{Value: bytes.Clone(cur.value), Version: cur.version}
+	if cur.version != expected && !f.ignoreExpected {
+		if f.emptyConflict {
+			current = storage.Record{}
+		}
+		return current, false, nil
+	}
+	if f.notAtomic {
+		b.mu.Unlock()
+		runtime.Gosched()
+		b.mu.Lock()
+	}
+	next := refRecord{value: bytes.Clone(value), expires: time.Now().Add(ttl)}
+	switch {
+	case f.perKeyVersions:
+		next.version = cur.version + 1
+	case f.keepVersionOnSwap && ok:
+		next.version = cur.version
+	default:
+		b.last++
+		next.version = b.last
+	}
+	if f.retainValue {
+		next.value = value
+	}
+	if f.shrinkKeepsTail && len(cur.value) > len(value) {
+		next.value = bytes.Clone(cur.value)
+		copy(next.value, value)
+	}
+	if f.keepTTLOnSwap && ok {
+		next.expires = cur.expires
+	}
+	b.recs[key] = next
+	if f.oldRecordOnSwap {
+		return current, true, nil
+	}
+	return storage.Record{Value: bytes.Clone(value), Version: next.version}, true, nil
+}
+
+func (s *refStore) Delete(ctx context.Context, key string) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	b := s.b
+	key = b.key(key)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.live(key, true); !ok && b.f.absentDeleteErrors {
+		return errors.New("ref: no such key")
+	}
+	if !b.f.deleteNoop {
+		delete(b.recs, key)
+	}
+	return nil
+}
+
+func (s *refStore) Close() error {
+	if s.closes.Add(1) > 1 && s.b.f.closePanics {
+		panic("ref: close of closed store")
+	}
+	return s.closeOnce()
+}
+
+// closeOnce closes the handle as the factory's cleanup does, without the
+// closePanics fault.
+func (s *refStore) closeOnce() error {
+	if !s.b.f.closeNoop {
+		s.closed.Store(true)
+	}
+	return nil
+}
