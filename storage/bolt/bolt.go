@@ -1,0 +1,547 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+// ErrLocked is returned by Open when another process holds the database
+// file and the open timeout (WithOpenTimeout) passed without it letting go.
+// The error also wraps bbolt's own timeout error.
+var ErrLocked = errors.New("bolt: database file is locked by another process")
+
+const (
+	defaultBucket        = "sluice"
+	defaultOpenTimeout   = 3 * time.Second
+	defaultSweepInterval = time.Minute
+
+	// maxBatch bounds the writes that share one transaction, so that a
+	// burst of writers cannot make one transaction arbitrarily large.
+	maxBatch = 1024
+
+	fileMode = 0o600
+)
+
+// Option configures a Store made by Open or New.
+type Option func(*config)
+
+type config struct {
+	bucket        string
+	openTimeout   time.Duration
+	noSync        bool
+	sweepInterval time.Duration
+
+	// set by options that apply to Open only, so New can refuse them
+	openOnly []string
+}
+
+// WithBucket names the top-level bbolt bucket that holds the records. The
+// default is "sluice". An empty name is an error. Several stores may share
+// one file with different buckets; stores that share a bucket share their
+// records (and the limits kept in them).
+func WithBucket(name string) Option {
+	return func(c *config) { c.bucket = name }
+}
+
+// WithOpenTimeout bounds how long Open waits for the file lock that
+// another process holds; after it, Open fails with ErrLocked. The default
+// is 3 seconds; d must be positive (bbolt would wait forever on zero, which
+// this package never does). It applies to Open only: New returns an error
+// when given it, since the caller opened the database.
+func WithOpenTimeout(d time.Duration) Option {
+	return func(c *config) {
+		c.openTimeout = d
+		c.openOnly = append(c.openOnly, "WithOpenTimeout")
+	}
+}
+
+// WithNoSync makes Open skip the fsync at the end of every write
+// transaction. Writes get much faster, but the last writes before a power
+// loss or an operating-system crash may be lost, so that tokens already
+// granted are granted again after a reboot; a crash of the process alone
+// loses nothing. The default is to sync every write transaction. It
+// applies to Open only: New returns an error when given it; set
+// bbolt.Options.NoSync on the database you pass instead.
+func WithNoSync() Option {
+	return func(c *config) {
+		c.noSync = true
+		c.openOnly = append(c.openOnly, "WithNoSync")
+	}
+}
+
+// WithSweepInterval sets how often the janitor removes expired records.
+// The default is one minute; d must be positive. Expired records read as
+// absent at once whatever the interval: it only decides how soon their
+// space is reclaimed.
+func WithSweepInterval(d time.Duration) Option {
+	return func(c *config) { c.sweepInterval = d }
+}
+
+// configure applies opts over the defaults and validates the result.
+func configure(opts []Option) (config, error) {
+	c := config{
+		bucket:        defaultBucket,
+		openTimeout:   defaultOpenTimeout,
+		sweepInterval: defaultSweepInterval,
+	}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&c)
+		}
+	}
+	switch {
+	case c.bucket == "":
+		return c, errors.New("empty bucket name")
+	case c.openTimeout <= 0:
+		return c, fmt.Errorf("open timeout %v is not positive", c.openTimeout)
+	case c.sweepInterval <= 0:
+		return c, fmt.Errorf("sweep interval %v is not positive", c.sweepInterval)
+	}
+	return c, nil
+}
+
+// Store is a storage.Store kept in one bbolt file. It is safe for
+// concurrent use. Make one with Open or New.
+type Store struct {
+	db       *bbolt.DB
+	bucket   []byte
+	owned    bool // Close closes db
+	interval time.Duration
+
+	// mu is held for reading by every call in flight and for writing by
+	// Close, so that Close waits for them and later calls see closed.
+	mu     sync.RWMutex
+	closed bool
+
+	queueMu sync.Mutex
+	queue   []*writeOp
+	wake    chan struct{} // capacity 1: the committer has work
+	stop    chan struct{} // closed by Close
+	wg      sync.WaitGroup
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open opens the bbolt database file at path, creating it (mode 0600) if
+// it does not exist, and returns a Store over it. Close closes the file.
+//
+// bbolt locks the file for one process at a time: while another process
+// holds it, Open waits up to the open timeout (WithOpenTimeout, default 3
+// seconds) and then fails with an error wrapping ErrLocked. A file that is
+// not a bbolt database fails with an error wrapping storage.ErrCorrupt and
+// bbolt's cause; so does a bucket that holds data not written by this
+// package.
+func Open(path string, opts ...Option) (*Store, error) {
+	cfg, err := configure(opts)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: open %q: %w", path, err)
+	}
+	bopts := *bbolt.DefaultOptions
+	bopts.Timeout = cfg.openTimeout
+	bopts.NoSync = cfg.noSync
+	db, err := bbolt.Open(path, fileMode, &bopts)
+	if err != nil {
+		return nil, openError(path, cfg.openTimeout, err)
+	}
+	s, err := start(db, cfg, true)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("bolt: open %q: %w", path, err)
+	}
+	return s, nil
+}
+
+// openError explains why bbolt.Open failed.
+func openError(path string, timeout time.Duration, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("bolt: open %q: %w (gave up after %v): %w", path, ErrLocked, timeout, err)
+	case errors.Is(err, bolterrors.ErrInvalid),
+		errors.Is(err, bolterrors.ErrVersionMismatch),
+		errors.Is(err, bolterrors.ErrChecksum):
+		return fmt.Errorf("bolt: open %q: not a bbolt database: %w: %w", path, storage.ErrCorrupt, err)
+	default:
+		return fmt.Errorf("bolt: open %q: %w", path, err)
+	}
+}
+
+// New returns a Store over db, which the caller opened and keeps: Close
+// stops the store's goroutines but never closes db. The database must be
+// writable. WithOpenTimeout and WithNoSync are refused with an error: they
+// describe how to open a file, which the caller has done (set them in the
+// bbolt.Options given to bbolt.Open). New leaves every field of db as it
+// is, MaxBatchDelay and NoSync included.
+//
+// Several stores may share one db; stores over the same bucket see each
+// other's writes, atomically.
+func New(db *bbolt.DB, opts ...Option) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("bolt: new: nil *bbolt.DB")
+	}
+	cfg, err := configure(opts)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: new: %w", err)
+	}
+	if len(cfg.openOnly) > 0 {
+		return nil, fmt.Errorf("bolt: new: %v apply to Open only; set them in the bbolt.Options that opened db", cfg.openOnly)
+	}
+	if db.IsReadOnly() {
+		return nil, fmt.Errorf("bolt: new: %w", bolterrors.ErrDatabaseReadOnly)
+	}
+	s, err := start(db, cfg, false)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: new: %w", err)
+	}
+	return s, nil
+}
+
+// start prepares the bucket and starts the committer and the janitor.
+func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
+	name := []byte(cfg.bucket)
+	err := db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(name)
+		if err != nil {
+			return fmt.Errorf("bucket %q: %w", cfg.bucket, err)
+		}
+		switch mark := b.Get(markerKey); {
+		case mark == nil:
+			if k, _ := b.Cursor().First(); k != nil {
+				return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)
+			}
+			return b.Put(markerKey, markerValue)
+		case !bytes.Equal(mark, markerValue):
+			return fmt.Errorf("bucket %q has an unknown layout %q: %w", cfg.bucket, mark, storage.ErrCorrupt)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		db:       db,
+		bucket:   name,
+		owned:    owned,
+		interval: cfg.sweepInterval,
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.janitor()
+	return s, nil
+}
+
+// Get returns the record under key, reading it in a read-only transaction.
+// An absent or expired record returns Version 0 and a nil Value. A stored
+// value not in this package's layout returns an error wrapping
+// storage.ErrCorrupt.
+func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Record{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return storage.Record{}, closedError("get", key)
+	}
+	var (
+		rec  storage.Record
+		rerr error
+	)
+	now := time.Now().UnixNano()
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(s.bucket)
+		if b == nil {
+			return bolterrors.ErrBucketNotFound
+		}
+		r, st, err := lookup(b, []byte(key), now)
+		switch {
+		case err != nil:
+			rerr = corruptError("get", key, err)
+		case st == stateLive:
+			rec = r.export()
+		}
+		return nil
+	})
+	if err != nil {
+		return storage.Record{}, unavailableError("get", key, err)
+	}
+	return rec, rerr
+}
+
+// CompareAndSwap writes value under key iff the stored version equals
+// expected (0: absent or expired), with a new version taken from the
+// bucket's persistent sequence. Concurrent calls share one write
+// transaction, and so one fsync; a call that finds no transaction running
+// starts one at once. It returns once the transaction is durable (unless
+// WithNoSync).
+//
+// A ctx that is done before the call writes nothing. A ctx that ends while
+// the write waits for its transaction returns ctx.Err() and writes
+// nothing; once the transaction has taken the write, the call waits for it
+// to commit (one transaction, bounded by the disk) and reports the true
+// outcome.
+func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	op := &writeOp{ctx: ctx, name: "cas", key: key, expected: expected, value: value, ttl: ttl}
+	if err := s.write(ctx, op); err != nil {
+		return storage.Record{}, false, err
+	}
+	return op.rec, op.swapped, nil
+}
+
+// Delete removes key in a write transaction shared with concurrent writes,
+// as CompareAndSwap does, and with the same context rules. Deleting an
+// absent key is not an error; a value not in this package's layout is not
+// removed and returns an error wrapping storage.ErrCorrupt.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	return s.write(ctx, &writeOp{ctx: ctx, name: "delete", key: key, del: true})
+}
+
+// Close stops the janitor and the committer, after the calls in flight
+// have returned, and closes the database file if Open opened it. Later
+// calls return errors wrapping storage.ErrClosed. Close is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	if s.owned {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("bolt: close %q: %w", s.db.Path(), err)
+		}
+	}
+	return nil
+}
+
+// Write-combining: callers queue writeOps; one goroutine (commitLoop)
+// takes everything queued and applies it in a single db.Update, so
+// concurrent writers share one fsync. A lone caller finds the committer
+// idle and its transaction starts at once; callers that arrive while a
+// transaction runs go together in the next one. Unlike bbolt's Batch there
+// is no delay waiting for company, and no closure ever runs twice: each op
+// is claimed exactly once, and a failed commit fails every op that wrote.
+
+const (
+	opQueued    int32 = iota // waiting in the queue
+	opTaken                  // claimed by a transaction: the caller waits for done
+	opAbandoned              // the caller's ctx ended first: never applied
+)
+
+// writeOp is one queued CompareAndSwap or Delete and, once done is closed,
+// its outcome.
+type writeOp struct {
+	ctx      context.Context
+	name     string // operation, for errors
+	key      string
+	del      bool
+	expected uint64
+	value    []byte
+	ttl      time.Duration
+
+	state atomic.Int32
+	done  chan struct{}
+
+	// Written by the committer before done is closed.
+	rec     storage.Record
+	swapped bool
+	wrote   bool // the transaction changed the bucket for this op
+	err     error
+}
+
+// write queues op and waits for its outcome or for ctx.
+func (s *Store) write(ctx context.Context, op *writeOp) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return closedError(op.name, op.key)
+	}
+	op.done = make(chan struct{})
+	s.queueMu.Lock()
+	s.queue = append(s.queue, op)
+	s.queueMu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // the committer is already due to look at the queue
+	}
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+		if op.state.CompareAndSwap(opQueued, opAbandoned) {
+			return ctx.Err()
+		}
+		<-op.done // taken: the outcome is decided by the commit, wait for it
+	}
+	return op.err
+}
+
+// commitLoop runs write transactions until Close.
+func (s *Store) commitLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return // Close waited for every caller, so the queue is empty
+		case <-s.wake:
+		}
+		for {
+			batch := s.take()
+			if len(batch) == 0 {
+				break
+			}
+			s.commit(batch)
+		}
+	}
+}
+
+// take removes up to maxBatch ops from the head of the queue.
+func (s *Store) take() []*writeOp {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	if len(s.queue) <= maxBatch {
+		batch := s.queue
+		s.queue = nil
+		return batch
+	}
+	batch := s.queue[:maxBatch:maxBatch]
+	s.queue = append([]*writeOp(nil), s.queue[maxBatch:]...)
+	return batch
+}
+
+// commit applies batch in one write transaction and reports to every op
+// it claimed.
+func (s *Store) commit(batch []*writeOp) {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		now := time.Now()
+		b := tx.Bucket(s.bucket)
+		for _, op := range batch {
+			// Claim the op now that the writer lock is held: a caller whose
+			// ctx ended while we waited for it has already left.
+			if !op.state.CompareAndSwap(opQueued, opTaken) {
+				continue
+			}
+			if err := op.ctx.Err(); err != nil {
+				op.err = err
+				continue
+			}
+			if b == nil {
+				op.err = unavailableError(op.name, op.key, bolterrors.ErrBucketNotFound)
+				continue
+			}
+			s.apply(b, op, now)
+		}
+		return nil
+	})
+	for _, op := range batch {
+		switch {
+		case op.state.CompareAndSwap(opQueued, opTaken):
+			// The transaction never began, so never saw this op.
+			op.err = unavailableError(op.name, op.key, err)
+		case op.state.Load() != opTaken:
+			continue // abandoned: nobody waits
+		case err != nil && op.wrote:
+			// The commit failed: the write may or may not be on disk.
+			op.err = unavailableError(op.name, op.key, err)
+		}
+		close(op.done)
+	}
+}
+
+// apply performs one op inside the write transaction. Only a successful
+// change sets op.wrote; everything it returns is copied out of tx.
+func (s *Store) apply(b *bbolt.Bucket, op *writeOp, now time.Time) {
+	key := []byte(op.key)
+	cur, st, err := lookup(b, key, now.UnixNano())
+	if err != nil {
+		op.err = corruptError(op.name, op.key, err)
+		return
+	}
+	if op.del {
+		if st == stateAbsent {
+			return
+		}
+		if err := b.Delete(key); err != nil {
+			op.err = unavailableError(op.name, op.key, err)
+			return
+		}
+		op.wrote = true
+		return
+	}
+	var version uint64
+	if st == stateLive {
+		version = cur.version
+	}
+	if version != op.expected {
+		if st == stateLive {
+			op.rec = cur.export()
+		}
+		return
+	}
+	next, err := b.NextSequence()
+	if err != nil {
+		op.err = unavailableError(op.name, op.key, err)
+		return
+	}
+	if err := b.Put(key, encodeRecord(next, expiryAt(now, op.ttl), op.value)); err != nil {
+		op.err = unavailableError(op.name, op.key, err)
+		return
+	}
+	op.wrote = true
+	op.swapped = true
+	op.rec = record{version: next, value: op.value}.export()
+}
+
+// Record states as lookup finds them.
+const (
+	stateAbsent  = iota // no value under the key
+	stateExpired        // our record, past its expiry: reads as absent
+	stateLive
+)
+
+// lookup reads key from b. The record aliases the transaction's memory.
+func lookup(b *bbolt.Bucket, key []byte, now int64) (record, int, error) {
+	k, v := b.Cursor().Seek(key)
+	if !bytes.Equal(k, key) {
+		return record{}, stateAbsent, nil
+	}
+	if v == nil {
+		return record{}, stateAbsent, errBucket
+	}
+	r, err := decodeRecord(v)
+	if err != nil {
+		return record{}, stateAbsent, err
+	}
+	if !r.live(now) {
+		return r, stateExpired, nil
+	}
+	return r, stateLive, nil
+}
+
+func closedError(op, key string) error {
+	return fmt.Errorf("bolt: %s %q: %w", op, key, storage.ErrClosed)
+}
+
+func corruptError(op, key string, cause error) error {
+	return fmt.Errorf("bolt: %s %q: %w: %w", op, key, storage.ErrCorrupt, cause)
+}
+
+func unavailableError(op, key string, cause error) error {
+	return fmt.Errorf("bolt: %s %q: %w: %w", op, key, storage.ErrUnavailable, cause)
+}

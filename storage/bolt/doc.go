@@ -1,0 +1,87 @@
+// Package bolt is a storage.Store kept in one bbolt file
+// (go.etcd.io/bbolt): the backend for a single process that must keep its
+// limits across restarts without running a server.
+//
+//	s, err := bolt.Open("/var/lib/myapp/limits.db")
+//	if err != nil { ... }
+//	defer s.Close()
+//	lim, err := limiter.New(s, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}})
+//
+// Open creates or opens the file and closes it on Close; New takes a
+// *bbolt.DB the caller opened and never closes it. Records live in one
+// top-level bucket, "sluice" unless WithBucket says otherwise.
+//
+// # Sharing and restarts
+//
+// Limits are not shared across processes: bbolt locks the file for one
+// process at a time. A second process that opens it waits for the open
+// timeout (WithOpenTimeout, 3 seconds by default, never forever) and then
+// fails with ErrLocked. Within the process, any number of goroutines and
+// limiters may share one Store, and several Stores may share one
+// *bbolt.DB through New.
+//
+// Limits survive restarts and crashes of the process: CompareAndSwap
+// returns only after its write transaction has been committed and synced to
+// disk, so a token the limiter granted is still taken after the process is
+// killed. WithNoSync skips the sync: much faster, but the last writes
+// before a power loss or an operating-system crash may be lost, and the
+// tokens they took granted again.
+//
+// # Writes and transactions
+//
+// Each CompareAndSwap or Delete is queued for a committer goroutine that
+// applies everything queued in one write transaction, so concurrent writers
+// share one fsync. A caller that finds the committer idle has its
+// transaction started at once, without the delay of bbolt's DB.Batch
+// (which waits up to 10 ms for company); callers that arrive while a
+// transaction runs go together in the next one, at most 1024 per
+// transaction. Each write is applied exactly once. Get reads in a
+// read-only transaction and never waits for writers.
+//
+// # On-disk layout, versions and expiry
+//
+// Each record is stored under its key as a format byte, the version (8
+// bytes, big-endian), the expiry in Unix nanoseconds (8 bytes) and the
+// value. Versions come from the bucket's sequence (bbolt's NextSequence),
+// which is shared by all keys of the bucket and persisted with the writes,
+// so a key never sees a version again, also after Delete, expiry or a
+// restart.
+//
+// A record whose expiry has passed reads as absent at once. A janitor
+// goroutine removes expired records every minute (WithSweepInterval), in
+// read transactions of at most 10,000 records and write transactions of at
+// most 1,000 deletes, so writers never wait behind a long sweep. Close
+// stops it. Expiry uses the system clock of the process.
+//
+// # Errors
+//
+// Open fails with an error wrapping ErrLocked when the file is locked,
+// wrapping storage.ErrCorrupt when the file is not a bbolt database or the
+// bucket holds data not written by this package (it writes a marker into
+// the bucket it creates), and wrapping the operating system's error for a
+// path it cannot create (fs.ErrNotExist for a missing directory).
+//
+// Errors of the Store methods name the operation and the key, such as
+// `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a
+// storage sentinel and bbolt's cause: storage.ErrUnavailable for a failed
+// transaction (including a commit that failed, whose write may or may not
+// be on disk), storage.ErrCorrupt for a stored value not in this package's
+// layout (which is then never overwritten or deleted), storage.ErrClosed
+// after Close. Context errors are returned as they are.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use. A context that is done before a call
+// writes nothing; one that ends while a write waits for its transaction
+// returns ctx.Err() and writes nothing; once the transaction holds the
+// write, the call waits for the commit and reports its true outcome.
+//
+// # Caveats
+//
+// Keys are stored in plain text in the file: hash them if they identify
+// people. The file grows to the largest number of live records it held
+// and bbolt does not shrink it (bbolt's compact command does, offline).
+// Expiry depends on the system clock: setting it far forward expires
+// records early, and full buckets are what an expired record means to the
+// limiter anyway.
+package bolt
