@@ -1,0 +1,24 @@
+package limiter
+
+// Pending returns how many calls wait on key for another call's store
+// call, for tests.
+func Pending(l *Limiter, key string) int {
+	s := l.cache.lookup(key)
+	if s == nil {
+		return 0
+	}
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// CachedKeys returns how many keys l remembers, for tests.
+func CachedKeys(l *Limiter) int {
+	n := 0
+	for i := range l.cache.shards {
+		sh := &l.cache.shards[i]
+		sh.mu.RLock()
+		n += len(sh.slots)
+		sh.mu.RUnlock()
+	}
+	return n
+}

@@ -1,0 +1,434 @@
+package limiter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/internal/fakeclock"
+	"github.com/sluice-go/sluice/internal/faultstore"
+	"github.com/sluice-go/sluice/limiter"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+// faulty returns a limiter over a fault-injecting memory store.
+func faulty(t *testing.T, buckets []limiter.Bucket, opts ...limiter.Option) (*limiter.Limiter, *faultstore.Store, *fakeclock.Clock) {
+	t.Helper()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	fs := faultstore.New(mem)
+	clock := fakeclock.New(t0)
+	lim, err := limiter.New(fs, buckets, append([]limiter.Option{limiter.WithClock(clock)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lim, fs, clock
+}
+
+func TestNewRejects(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	ok := []limiter.Bucket{{Capacity: 5, Period: time.Second}}
+	for _, c := range []struct {
+		name    string
+		store   storage.Store
+		buckets []limiter.Bucket
+		opts    []limiter.Option
+		want    error
+	}{
+		{"nil store", nil, ok, nil, limiter.ErrNilStore},
+		{"no buckets", mem, nil, nil, limiter.ErrInvalidBucket},
+		{"zero capacity", mem, []limiter.Bucket{{Capacity: 0, Period: time.Second}}, nil, limiter.ErrInvalidBucket},
+		{"negative capacity", mem, []limiter.Bucket{{Capacity: -1, Period: time.Second}}, nil, limiter.ErrInvalidBucket},
+		{"capacity too large", mem, []limiter.Bucket{{Capacity: limiter.MaxCapacity + 1, Period: time.Second}}, nil, limiter.ErrInvalidBucket},
+		{"zero period", mem, []limiter.Bucket{{Capacity: 1}}, nil, limiter.ErrInvalidBucket},
+		{"negative period", mem, []limiter.Bucket{{Capacity: 1, Period: -time.Second}}, nil, limiter.ErrInvalidBucket},
+		{"period too long", mem, []limiter.Bucket{{Capacity: 1, Period: limiter.MaxPeriod + 1}}, nil, limiter.ErrInvalidBucket},
+		{"duplicate", mem, []limiter.Bucket{ok[0], {Capacity: 9, Period: time.Hour}, ok[0]}, nil, limiter.ErrInvalidBucket},
+		{"too many", mem, make([]limiter.Bucket, limiter.MaxBuckets+1), nil, limiter.ErrInvalidBucket},
+		{"empty name", mem, ok, []limiter.Option{limiter.WithName("")}, limiter.ErrInvalidOption},
+		{"name with colon", mem, ok, []limiter.Option{limiter.WithName("a:b")}, limiter.ErrInvalidOption},
+		{"name with space", mem, ok, []limiter.Option{limiter.WithName("a b")}, limiter.ErrInvalidOption},
+		{"long name", mem, ok, []limiter.Option{limiter.WithName(strings.Repeat("n", limiter.MaxNameLen+1))}, limiter.ErrInvalidOption},
+		{"nil clock", mem, ok, []limiter.Option{limiter.WithClock(nil)}, limiter.ErrInvalidOption},
+		{"negative cache", mem, ok, []limiter.Option{limiter.WithCacheSize(-1)}, limiter.ErrInvalidOption},
+	} {
+		lim, err := limiter.New(c.store, c.buckets, c.opts...)
+		if !errors.Is(err, c.want) || lim != nil {
+			t.Errorf("%s: New = %v, %v; want nil, %v", c.name, lim, err, c.want)
+		}
+	}
+	if _, err := limiter.New(mem, ok, limiter.WithName(strings.Repeat("n", limiter.MaxNameLen))); err != nil {
+		t.Errorf("New with a name of MaxNameLen bytes: %v", err)
+	}
+}
+
+func TestCallsReject(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: time.Second}, {Capacity: 3, Period: time.Hour}})
+	ctx := context.Background()
+	for _, c := range []struct {
+		key  string
+		cost int64
+		want error
+	}{
+		{"", 1, limiter.ErrInvalidKey},
+		{strings.Repeat("k", limiter.MaxKeyLen+1), 1, limiter.ErrInvalidKey},
+		{"a\x00b", 1, limiter.ErrInvalidKey},
+		{"k", 0, limiter.ErrInvalidCost},
+		{"k", -1, limiter.ErrInvalidCost},
+		{"k", 4, limiter.ErrCostExceedsCapacity}, // the smallest bucket holds 3
+	} {
+		if _, err := lim.AllowN(ctx, c.key, c.cost); !errors.Is(err, c.want) {
+			t.Errorf("AllowN(%.20q, %d) = %v, want %v", c.key, c.cost, err, c.want)
+		}
+		if c.cost == 1 {
+			if _, err := lim.Peek(ctx, c.key); !errors.Is(err, c.want) {
+				t.Errorf("Peek(%.20q) = %v, want %v", c.key, err, c.want)
+			}
+			if err := lim.Reset(ctx, c.key); !errors.Is(err, c.want) {
+				t.Errorf("Reset(%.20q) = %v, want %v", c.key, err, c.want)
+			}
+			if err := lim.Wait(ctx, c.key); !errors.Is(err, c.want) {
+				t.Errorf("Wait(%.20q) = %v, want %v", c.key, err, c.want)
+			}
+		}
+	}
+	if got := fs.Calls(); got != (faultstore.Counts{}) {
+		t.Errorf("refused calls reached the store: %+v", got)
+	}
+	if d, err := lim.AllowN(ctx, strings.Repeat("k", limiter.MaxKeyLen), 3); err != nil || !d.Allowed {
+		t.Errorf("AllowN with a key of MaxKeyLen bytes and cost = smallest capacity: %+v, %v", d, err)
+	}
+}
+
+// TestHotKeyOneStoreCall: after the first call, a key costs one
+// CompareAndSwap per allowed decision and no Get, and an exhausted key is
+// denied from the cache without calling the store.
+func TestHotKeyOneStoreCall(t *testing.T) {
+	lim, fs, clock := faulty(t, []limiter.Bucket{{Capacity: 10, Period: 10 * time.Second}})
+	ctx := context.Background()
+	for i := range 10 {
+		if d, err := lim.Allow(ctx, "hot"); err != nil || !d.Allowed {
+			t.Fatalf("call %d: %+v, %v", i, d, err)
+		}
+	}
+	if got, want := fs.Calls(), (faultstore.Counts{CAS: 10}); got != want {
+		t.Errorf("10 allowed calls made %+v store calls, want %+v", got, want)
+	}
+	fs.ResetCounts()
+	for range 100 {
+		d, err := lim.Allow(ctx, "hot")
+		if err != nil || d.Allowed || d.RetryAfter != time.Second {
+			t.Fatalf("exhausted key: %+v, %v; want denied, retry after 1s", d, err)
+		}
+	}
+	if got := fs.Calls(); got != (faultstore.Counts{}) {
+		t.Errorf("100 denials of an exhausted key made %+v store calls, want none", got)
+	}
+	clock.Advance(time.Second)
+	if d, err := lim.Allow(ctx, "hot"); err != nil || !d.Allowed {
+		t.Fatalf("after the refill: %+v, %v", d, err)
+	}
+	if got, want := fs.Calls(), (faultstore.Counts{CAS: 1}); got != want {
+		t.Errorf("the call after the refill made %+v store calls, want %+v", got, want)
+	}
+}
+
+// TestConflictRetriesFromReturnedRecord: another writer's conflicts are
+// retried from the record that came back, with no Get, and too many give
+// ErrContention with nothing taken.
+func TestConflictRetriesFromReturnedRecord(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: time.Hour}})
+	ctx := context.Background()
+	if _, err := lim.Allow(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	fs.ResetCounts()
+	fs.ConflictNext(3)
+	d, err := lim.Allow(ctx, "k")
+	if err != nil || !d.Allowed || d.Remaining != 3 {
+		t.Fatalf("after 3 conflicts: %+v, %v; want allowed with 3 left", d, err)
+	}
+	if got, want := fs.Calls(), (faultstore.Counts{CAS: 4}); got != want {
+		t.Errorf("3 conflicts cost %+v store calls, want %+v", got, want)
+	}
+	fs.ConflictNext(1000)
+	if _, err := lim.Allow(ctx, "k"); !errors.Is(err, limiter.ErrContention) {
+		t.Fatalf("endless conflicts: %v, want ErrContention", err)
+	}
+	fs.ConflictNext(0)
+	if d, err := lim.Peek(ctx, "k"); err != nil || d.Remaining != 3 {
+		t.Errorf("after ErrContention: Peek = %+v, %v; want 3 left (nothing taken)", d, err)
+	}
+}
+
+// TestStoreErrorsAreErrors: a failing store gives an error wrapping its
+// cause, never a decision, and a lost reply never lets more through.
+func TestStoreErrorsAreErrors(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 3, Period: time.Hour}})
+	ctx := context.Background()
+	fs.FailAll(storage.ErrUnavailable)
+	for _, call := range map[string]func() error{
+		"Allow": func() error { _, err := lim.Allow(ctx, "k"); return err },
+		"Peek":  func() error { _, err := lim.Peek(ctx, "k"); return err },
+		"Reset": func() error { return lim.Reset(ctx, "k") },
+		"Wait":  func() error { return lim.Wait(ctx, "k") },
+	} {
+		if err := call(); !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("with the store down: %v, want storage.ErrUnavailable", err)
+		}
+	}
+	fs.FailAll(nil)
+
+	// The first write lands but its reply is lost: the caller gets an
+	// error, and only the 2 tokens left can be had afterwards.
+	fs.AmbiguousNext(1)
+	if _, err := lim.Allow(ctx, "k"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("lost reply: %v, want storage.ErrUnavailable", err)
+	}
+	var got int
+	for range 10 {
+		d, err := lim.Allow(ctx, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			got++
+		}
+	}
+	if got != 2 {
+		t.Errorf("after a lost reply, %d calls admitted, want 2", got)
+	}
+}
+
+// TestBatching: calls on one key that arrive while a store call is in
+// flight are decided together in one CompareAndSwap, exactly.
+func TestBatching(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1000, Period: time.Hour}})
+	fs.SetLatency(2 * time.Millisecond)
+	var wg sync.WaitGroup
+	var allowed atomic.Int64
+	for range 64 {
+		wg.Go(func() {
+			for range 10 {
+				d, err := lim.Allow(context.Background(), "hot")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allowed {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := allowed.Load(); got != 640 {
+		t.Errorf("admitted %d of 640 calls with capacity 1000", got)
+	}
+	calls := fs.Calls()
+	if calls.Get != 0 || calls.CAS > 320 {
+		t.Errorf("640 calls made %+v store calls, want no Get and at most 320 CompareAndSwaps (batched)", calls)
+	}
+	if d, err := lim.Peek(context.Background(), "hot"); err != nil || d.Remaining != 360 {
+		t.Errorf("Peek after 640 calls = %+v, %v; want 360 left", d, err)
+	}
+	t.Logf("640 calls from 64 goroutines: %d compare-and-swaps", calls.CAS)
+}
+
+// TestBatchDecisionsInArrivalOrder: a batch gives each caller its own
+// exact decision, in arrival order.
+func TestBatchDecisionsInArrivalOrder(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}})
+	ctx := context.Background()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	fs.Hook(func(op faultstore.Op, key string) {
+		if op == faultstore.OpCAS {
+			select {
+			case entered <- struct{}{}:
+				<-release
+			default:
+			}
+		}
+	})
+	leader := make(chan limiter.Decision)
+	go func() {
+		d, err := lim.AllowN(ctx, "k", 2)
+		if err != nil {
+			t.Error(err)
+		}
+		leader <- d
+	}()
+	<-entered // the leader's store call is in flight
+	// Queue costs 2, 2, 1 one after the other.
+	results := make([]chan limiter.Decision, 3)
+	for i, cost := range []int64{2, 2, 1} {
+		results[i] = make(chan limiter.Decision)
+		go func() {
+			d, err := lim.AllowN(ctx, "k", cost)
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] <- d
+		}()
+		waitQueued(t, lim, i+1)
+	}
+	entered <- struct{}{} // the next CAS (the batch) passes the hook
+	close(release)
+	if d := <-leader; !d.Allowed || d.Remaining != 3 {
+		t.Errorf("leader: %+v, want allowed with 3 left", d)
+	}
+	want := []limiter.Decision{
+		{Allowed: true, Limit: 5, Remaining: 1, ResetAfter: 8 * time.Second},
+		{Limit: 5, Remaining: 1, RetryAfter: 2 * time.Second, ResetAfter: 8 * time.Second},
+		{Allowed: true, Limit: 5, Remaining: 0, ResetAfter: 10 * time.Second},
+	}
+	for i, ch := range results {
+		if d := <-ch; d != want[i] {
+			t.Errorf("queued call %d: %+v, want %+v", i, d, want[i])
+		}
+	}
+	if got := fs.Calls().CAS; got != 2 {
+		t.Errorf("leader and batch made %d compare-and-swaps, want 2", got)
+	}
+}
+
+// waitQueued waits until n calls wait on a key of lim, as reported by the
+// limiter's Pending test hook.
+func waitQueued(t *testing.T, lim *limiter.Limiter, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for limiter.Pending(lim, "k") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls never queued", n)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// TestQueuedCallerLeaves: a caller whose context ends while it waits for
+// another's store call returns at once, and is not counted.
+func TestQueuedCallerLeaves(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: time.Hour}})
+	release := make(chan struct{})
+	fs.Hook(func(op faultstore.Op, key string) {
+		if op == faultstore.OpCAS {
+			<-release
+		}
+	})
+	done := make(chan error)
+	go func() { _, err := lim.Allow(context.Background(), "k"); done <- err }()
+	for fs.Calls().CAS == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan error)
+	go func() { _, err := lim.AllowN(ctx, "k", 4); left <- err }()
+	waitQueued(t, lim, 1)
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Errorf("queued caller with a cancelled context: %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d, err := lim.Peek(context.Background(), "k"); err != nil || d.Remaining != 4 {
+		t.Errorf("Peek = %+v, %v; want 4 left (the cancelled cost 4 not taken)", d, err)
+	}
+}
+
+// TestLeaderContextDoesNotFailOthers: when the caller whose store call is
+// in flight gives up, the calls batched behind it are decided by another.
+func TestLeaderContextDoesNotFailOthers(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: time.Hour}})
+	var first atomic.Bool
+	release := make(chan struct{})
+	fs.Hook(func(op faultstore.Op, key string) {
+		if op == faultstore.OpCAS && first.CompareAndSwap(false, true) {
+			<-release
+		}
+	})
+	fs.SetLatency(time.Millisecond) // lets a done context win in the store
+	ctx, cancel := context.WithCancel(context.Background())
+	leaderErr := make(chan error)
+	go func() { _, err := lim.Allow(ctx, "k"); leaderErr <- err }()
+	for fs.Calls().CAS == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	other := make(chan limiter.Decision)
+	go func() {
+		d, err := lim.Allow(context.Background(), "k")
+		if err != nil {
+			t.Error(err)
+		}
+		other <- d
+	}()
+	waitQueued(t, lim, 1)
+	cancel()
+	close(release)
+	if err := <-leaderErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("leader: %v, want context.Canceled", err)
+	}
+	if d := <-other; !d.Allowed || d.Remaining != 4 {
+		t.Errorf("the other caller: %+v, want allowed with 4 left", d)
+	}
+}
+
+// TestResetForgetsCache: Reset makes an exhausted key usable at once, even
+// though its denial was being served from the cache.
+func TestResetForgetsCache(t *testing.T) {
+	lim, _, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	ctx := context.Background()
+	lim.Allow(ctx, "k")
+	if d, _ := lim.Allow(ctx, "k"); d.Allowed {
+		t.Fatal("second call allowed")
+	}
+	if err := lim.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Errorf("after Reset: %+v, %v; want allowed", d, err)
+	}
+}
+
+// TestCorruptRecordNamesKey: a record that does not decode is an error
+// naming the key, and is left as it is.
+func TestCorruptRecordNamesKey(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithName("login"))
+	ctx := context.Background()
+	fs.CompareAndSwap(ctx, "login:user:7", 0, []byte{1, 2}, time.Hour)
+	_, err := lim.Allow(ctx, "user:7")
+	if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), `"login:user:7"`) {
+		t.Errorf("Allow on a truncated record: %v", err)
+	}
+}
+
+// TestCacheBounded: a limiter touched by many keys keeps at most its cache
+// size of them, and stays exact.
+func TestCacheBounded(t *testing.T) {
+	lim, _, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithCacheSize(64))
+	ctx := context.Background()
+	for i := range 1000 {
+		key := fmt.Sprintf("key-%d", i)
+		if d, err := lim.Allow(ctx, key); err != nil || !d.Allowed {
+			t.Fatalf("first call on %q: %+v, %v", key, d, err)
+		}
+	}
+	if n := limiter.CachedKeys(lim); n > 64+64 {
+		t.Errorf("%d keys cached, want about 64", n)
+	}
+	// Evicted keys are still limited: the store remembers them.
+	if d, err := lim.Allow(ctx, "key-0"); err != nil || d.Allowed {
+		t.Errorf("second call on an evicted key: %+v, %v; want denied", d, err)
+	}
+}
