@@ -1,3 +1,88 @@
-// Package limiter rate-limits by key with the token bucket, over any
-// storage.Store.
+// Package limiter rate-limits calls by key with the token bucket, over any
+// storage.Store: in memory, Redis, PostgreSQL or a bbolt file.
+//
+// # Model
+//
+// A Bucket{Capacity: C, Period: P} holds at most C tokens, starts full and
+// refills continuously at C tokens per P, so an empty bucket is full again
+// after P. A Limiter combines one or more buckets (say 5 per 10 seconds and
+// 100 per hour) and keeps them per key: a user id, an IP address, an API
+// key. A call with cost n is allowed iff every bucket of the key holds at
+// least n tokens; then n is taken from every bucket; if denied, nothing is
+// taken. This is golang.org/x/time/rate's limiter with limit C/P and burst
+// C, per key, and shared by every process that uses the same store.
+//
+// The arithmetic is exact: integers, no float drift and no overflow within
+// MaxCapacity and MaxPeriod. A client that asks as fast as it can from
+// t=0 is admitted exactly C + floor(t*C/P) times by time t.
+//
+// # Which method to call
+//
+//   - Allow / AllowN decide now and never wait for tokens: most servers
+//     want this, answering 429 with Decision.RetryAfter when denied.
+//   - Wait blocks until a token is available, for jobs and clients that
+//     should slow down rather than fail. It fails at once when its
+//     context's deadline comes before the token would.
+//   - Peek reports a key's state without taking anything; Reset fills a
+//     key's buckets again (after a successful login, say).
+//
+// # Decisions
+//
+// Decision describes the binding bucket, the one with the fewest whole
+// tokens left (on a tie, the one that refills slowest): its Limit, its
+// Remaining tokens and ResetAfter, the wait until it is full. RetryAfter is
+// 0 when allowed, and when denied the real wait until every bucket can pay
+// the same cost. Durations round up to the nanosecond, so a client that
+// waits RetryAfter is never early.
+//
+// # Storage and speed
+//
+// All the buckets of one key live in one record, and one CompareAndSwap
+// decides a call: the limiter reads the record (or reuses the one it saw
+// last), computes the next state, and swaps it in, retrying from the
+// record that came back when another process got there first. It
+// remembers the last record of recently used keys (WithCacheSize), so a
+// busy key costs one store call per allowed decision, and a key that
+// cannot pay even after refilling is denied with no store call at all:
+// other writers can only have taken tokens since.
+//
+// Calls on one key that arrive while a store call for it is in flight
+// wait for it and are then decided together, in arrival order, with one
+// CompareAndSwap; each still gets its own exact Decision. So many
+// goroutines on one hot key never conflict with each other: only other
+// processes cause retries.
+//
+// # Errors
+//
+// New returns ErrNilStore, ErrInvalidBucket or ErrInvalidOption for a
+// configuration that cannot work. Calls return ErrInvalidKey,
+// ErrInvalidCost or ErrCostExceedsCapacity for input they refuse,
+// ErrContention after losing too many compare-and-swaps to other
+// processes, and the store's errors (matching storage.ErrUnavailable,
+// storage.ErrCorrupt or storage.ErrClosed) with the key named. Context
+// errors are returned as they are. An error is never a disguised allow or
+// deny: the caller decides what a failure means, and package httplimit
+// offers fail-open and fail-closed.
+//
+// # Concurrency
+//
+// A Limiter is safe for concurrent use by any number of goroutines, and
+// any number of processes may share one store.
+//
+// # Caveats
+//
+//   - Denials served from the cache report the Remaining and RetryAfter of
+//     the last record seen; another process may since have taken more, so
+//     they are upper and lower bounds respectively. A Reset in another
+//     process is seen by this one only once its cached state would allow
+//     the call anyway, or the key leaves the cache.
+//   - A call whose context ends while it waits behind another's store call
+//     may still have been counted.
+//   - Time comes from each process's clock. Processes whose clocks
+//     disagree share a limit only as exactly as their clocks agree; time
+//     going backwards refills nothing.
+//   - Changing the buckets of a limiter named with WithName starts every
+//     key afresh (full).
+//   - Keys reach the store in plain text: hash them if they identify
+//     people.
 package limiter

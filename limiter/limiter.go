@@ -18,8 +18,16 @@ const MaxKeyLen = 1024
 // ErrContention.
 const maxAttempts = 16
 
-// Limiter rate-limits calls by key. See the package documentation for the
-// model; a Limiter is safe for concurrent use by any number of goroutines.
+// Limiter rate-limits calls by key with one or more token buckets kept in
+// a storage.Store. Every key starts with full buckets, each of which
+// refills Capacity tokens per Period. Allow and AllowN decide at once and
+// take tokens only when every bucket can pay; when one cannot, nothing is
+// taken and the Decision says how long to wait. Wait blocks until a token
+// is there instead. Most servers want Allow.
+//
+// A Limiter is safe for concurrent use by any number of goroutines, and
+// limiters in many processes may share one store: the package
+// documentation explains how one compare-and-swap decides each call.
 type Limiter struct {
 	store  storage.Store
 	rules  []Bucket // canonical order: by Period, then Capacity
