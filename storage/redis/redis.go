@@ -1,0 +1,269 @@
+package redis
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+// defaultPrefix is the key prefix used when no WithPrefix option is given.
+const defaultPrefix = "sluice:"
+
+// maxPrefixLen bounds the key prefix, so that every Redis key stays small.
+const maxPrefixLen = 256
+
+// tombstoneTTL is how long a deleted record's tombstone stays (see
+// deleteScript); it only has to outlast the microsecond of the Delete.
+const tombstoneTTL = time.Second
+
+// Store is a storage.Store kept in Redis. Create it with New; it is safe
+// for concurrent use by any number of goroutines, and any number of
+// processes whose Stores share a server and a prefix share their records.
+type Store struct {
+	client  goredis.UniversalClient
+	scripts onceScripter
+	prefix  string
+	closed  atomic.Bool
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Option configures a Store in New.
+type Option func(*config)
+
+type config struct {
+	prefix string
+}
+
+// WithPrefix sets the prefix put before every key, so that the Redis key
+// of limiter key k is prefix+k. The default is "sluice:"; the empty string
+// means no prefix. Stores that should share their records must use the
+// same prefix, and stores that should not, different ones.
+//
+// A prefix may hold any bytes except NUL, '{' and '}', up to 256 bytes:
+// braces would make the prefix a Redis Cluster hash tag and send every key
+// to one slot (see the package documentation). New rejects other
+// prefixes.
+func WithPrefix(prefix string) Option {
+	return func(c *config) { c.prefix = prefix }
+}
+
+// New returns a Store that keeps its records in Redis through client,
+// which may be a *redis.Client, *redis.ClusterClient or *redis.Ring (from
+// github.com/redis/go-redis/v9). The Store never closes the client: the
+// caller does, after the last call.
+//
+// New sends nothing to the server; it returns an error only for a nil
+// client or an invalid option.
+func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("redis: nil client")
+	}
+	c := config{prefix: defaultPrefix}
+	for _, opt := range opts {
+		opt(&c)
+	}
+	if err := checkPrefix(c.prefix); err != nil {
+		return nil, err
+	}
+	return &Store{client: client, scripts: onceScripter{client}, prefix: c.prefix}, nil
+}
+
+func checkPrefix(p string) error {
+	switch {
+	case len(p) > maxPrefixLen:
+		return fmt.Errorf("redis: prefix of %d bytes, more than %d", len(p), maxPrefixLen)
+	case strings.ContainsAny(p, "{}"):
+		return fmt.Errorf("redis: prefix %q contains a brace: it would be a Redis Cluster hash tag", p)
+	case strings.IndexByte(p, 0) >= 0:
+		return fmt.Errorf("redis: prefix %q contains NUL", p)
+	}
+	return nil
+}
+
+// Get returns the record stored under key with one GET command. An absent,
+// expired or deleted key returns a Record with Version 0. A value under the
+// key that sluice did not write is an error wrapping storage.ErrCorrupt.
+func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
+	if err := s.check(ctx, "get", key); err != nil {
+		return storage.Record{}, err
+	}
+	val, err := s.client.Get(ctx, s.prefix+key).Result()
+	if errors.Is(err, goredis.Nil) {
+		return storage.Record{}, nil
+	}
+	if err != nil {
+		return storage.Record{}, s.fail(ctx, "get", key, err)
+	}
+	rec, err := decodeStored(val)
+	if err != nil {
+		return storage.Record{}, s.corrupt("get", key, err)
+	}
+	return rec, nil
+}
+
+// CompareAndSwap writes value under key with the given time to live iff the
+// stored version equals expected, with one script call (EVALSHA, and EVAL
+// once more if the server does not know the script yet). It returns the
+// record stored afterwards: the new one when swapped, the current one on
+// conflict.
+//
+// The call is never retried by the client: when the connection fails after
+// the script was sent, the write may or may not have landed, and the error
+// wraps storage.ErrUnavailable. A value under the key that sluice did not
+// write is left as it is, and the error wraps storage.ErrCorrupt.
+func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	if err := s.check(ctx, "cas", key); err != nil {
+		return storage.Record{}, false, err
+	}
+	reply, err := casScript.Run(ctx, s.scripts, []string{s.prefix + key},
+		encodeVersion(expected), value, millis(ttl)).Result()
+	if err != nil {
+		return storage.Record{}, false, s.fail(ctx, "cas", key, err)
+	}
+	r, err := decodeCAS(reply)
+	if err != nil {
+		return storage.Record{}, false, fmt.Errorf("redis: cas %q: %w: %w", key, storage.ErrUnavailable, err)
+	}
+	switch {
+	case r.foreign:
+		return storage.Record{}, false, s.corrupt("cas", key, errForeign)
+	case r.swapped:
+		return storage.Record{Value: bytes.Clone(nonNil(value)), Version: r.version}, true, nil
+	}
+	return r.current, false, nil
+}
+
+// Delete removes key with one script call that leaves a short-lived
+// tombstone holding the deleted version (see the package documentation).
+// Deleting an absent key is not an error; a value under the key that
+// sluice did not write is left as it is, and the error wraps
+// storage.ErrCorrupt.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.check(ctx, "delete", key); err != nil {
+		return err
+	}
+	// Deleting twice is deleting once, so the client may retry this one.
+	reply, err := deleteScript.Run(ctx, s.client, []string{s.prefix + key}, millis(tombstoneTTL)).Result()
+	if err != nil {
+		return s.fail(ctx, "delete", key, err)
+	}
+	foreign, err := decodeDelete(reply)
+	if err != nil {
+		return fmt.Errorf("redis: delete %q: %w: %w", key, storage.ErrUnavailable, err)
+	}
+	if foreign {
+		return s.corrupt("delete", key, errForeign)
+	}
+	return nil
+}
+
+// Close marks the store closed: later calls return an error wrapping
+// storage.ErrClosed. It does not close the client, which belongs to the
+// caller. Close is idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+// check returns the error for a call that must not reach the server: the
+// store is closed or ctx is already done (returned as it is).
+func (s *Store) check(ctx context.Context, op, key string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("redis: %s %q: %w", op, key, storage.ErrClosed)
+	}
+	return ctx.Err()
+}
+
+// fail turns an error of the client into the driver's error for op on key.
+func (s *Store) fail(ctx context.Context, op, key string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		// The call gave up because ctx ended, but the client reports the
+		// network deadline it derived from it: keep both.
+		return fmt.Errorf("redis: %s %q: %w: %w: %w", op, key, storage.ErrUnavailable, ctxErr, err)
+	}
+	var rerr goredis.Error
+	if errors.As(err, &rerr) {
+		if goredis.HasErrorPrefix(err, "WRONGTYPE") {
+			return s.corrupt(op, key, err)
+		}
+		return fmt.Errorf("redis: %s %q: server refused %s: %w: %w", op, key, refused(op), storage.ErrUnavailable, err)
+	}
+	return fmt.Errorf("redis: %s %q: %w: %w", op, key, storage.ErrUnavailable, err)
+}
+
+func refused(op string) string {
+	if op == "get" {
+		return "GET"
+	}
+	return "the " + op + " script"
+}
+
+// corrupt returns the error for a value under key that is not a sluice
+// record.
+func (s *Store) corrupt(op, key string, cause error) error {
+	return fmt.Errorf("redis: %s %q: Redis key %q: %w: %w", op, key, s.prefix+key, storage.ErrCorrupt, cause)
+}
+
+// millis returns d in whole milliseconds, rounded up, as a decimal string.
+func millis(d time.Duration) string {
+	ms := d / time.Millisecond
+	if d%time.Millisecond != 0 {
+		ms++
+	}
+	return strconv.FormatInt(int64(max(ms, 1)), 10)
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// onceScripter runs EVAL and EVALSHA commands that the client does not
+// retry after a network failure: a compare-and-swap that may have landed
+// must not run a second time, or its own write would come back as a
+// conflict. Script.Run still falls back from EVALSHA to EVAL on NOSCRIPT,
+// which means the first command did not run.
+type onceScripter struct {
+	goredis.UniversalClient
+}
+
+// noRetryCmd is a command the client sends at most once.
+type noRetryCmd struct {
+	*goredis.Cmd
+}
+
+// NoRetry tells the client not to send the command again after a failure.
+func (noRetryCmd) NoRetry() bool { return true }
+
+func (c onceScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *goredis.Cmd {
+	return c.once(ctx, "eval", script, keys, args)
+}
+
+func (c onceScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *goredis.Cmd {
+	return c.once(ctx, "evalsha", sha1, keys, args)
+}
+
+func (c onceScripter) once(ctx context.Context, name, payload string, keys []string, args []any) *goredis.Cmd {
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, name, payload, len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	cmdArgs = append(cmdArgs, args...)
+	cmd := goredis.NewCmd(ctx, cmdArgs...)
+	cmd.SetFirstKeyPos(3)
+	_ = c.Process(ctx, noRetryCmd{cmd})
+	return cmd
+}
