@@ -1,0 +1,215 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"math/bits"
+	"runtime"
+	"time"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+const (
+	defaultShards        = 64
+	maxShards            = 1 << 16
+	defaultSweepInterval = time.Second
+)
+
+// Option configures a Store built by New.
+type Option func(*config)
+
+type config struct {
+	shards     int
+	sweepEvery time.Duration
+}
+
+// WithShards sets how many independently locked parts the key space is
+// split into; more shards mean less contention between goroutines that
+// use different keys. n is rounded up to a power of two and capped at
+// 65536. The default is 64; zero or a negative n means the default.
+func WithShards(n int) Option {
+	return func(c *config) { c.shards = n }
+}
+
+// WithSweepInterval sets how often the janitor removes expired records.
+// Expired records read as absent whenever they are swept; the interval
+// only bounds how long they occupy memory. A very short interval costs
+// CPU. The default is one second; zero or a negative d means the default.
+func WithSweepInterval(d time.Duration) Option {
+	return func(c *config) { c.sweepEvery = d }
+}
+
+// Store is an in-process storage.Store: a sharded map with expiry. Make one
+// with New and release it with Close. It is safe for concurrent use.
+type Store struct {
+	shards []shard
+	mask   uint64
+	seed   maphash.Seed
+	start  time.Time // monotonic base of every expiry
+	jan    *janitor
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New returns an empty Store and starts its janitor, the goroutine that
+// removes expired records; Close stops it.
+func New(opts ...Option) *Store {
+	c := config{}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	n := c.shards
+	switch {
+	case n <= 0:
+		n = defaultShards
+	case n > maxShards:
+		n = maxShards
+	default:
+		n = 1 << bits.Len(uint(n-1))
+	}
+	every := c.sweepEvery
+	if every <= 0 {
+		every = defaultSweepInterval
+	}
+
+	s := &Store{
+		shards: make([]shard, n),
+		mask:   uint64(n - 1),
+		seed:   maphash.MakeSeed(),
+		start:  time.Now(),
+		jan:    &janitor{stop: make(chan struct{}), done: make(chan struct{})},
+	}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]entry)
+	}
+	start := s.start
+	now := func() int64 { return int64(time.Since(start)) }
+	go s.jan.run(s.shards, now, every)
+	// A Store dropped without Close must not keep its janitor (and with it
+	// every shard) alive forever.
+	runtime.AddCleanup(s, (*janitor).halt, s.jan)
+	return s
+}
+
+// now returns the time elapsed since the store was made, on the monotonic
+// clock, so that wall clock steps neither expire records early nor keep
+// them late.
+func (s *Store) now() int64 {
+	return int64(time.Since(s.start))
+}
+
+func (s *Store) shard(key string) *shard {
+	return &s.shards[maphash.String(s.seed, key)&s.mask]
+}
+
+// Get returns the record stored under key, or Version 0 if it is absent or
+// expired. The returned Value is the store's own slice, shared with other
+// callers: it must not be modified.
+func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Record{}, err
+	}
+	sh := s.shard(key)
+	now := s.now()
+	sh.mu.Lock()
+	e, ok := sh.m[key]
+	closed := sh.m == nil
+	sh.mu.Unlock()
+	if closed {
+		return storage.Record{}, errClosed("get", key)
+	}
+	if !ok || e.expires <= now {
+		return storage.Record{}, nil
+	}
+	return storage.Record{Value: e.value, Version: e.version}, nil
+}
+
+// CompareAndSwap stores a copy of value under key, to expire after ttl, iff
+// the current version is expected (0: absent or expired). It returns the
+// record stored afterwards; on conflict that is the current one (Version 0
+// if absent), whose Value must not be modified. value is not retained.
+func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Record{}, false, err
+	}
+	sh := s.shard(key)
+	now := s.now()
+	expires := now + int64(ttl)
+	if ttl > 0 && expires < now {
+		expires = math.MaxInt64
+	}
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.mu.Unlock()
+		return storage.Record{}, false, errClosed("cas", key)
+	}
+	e, ok := sh.m[key]
+	if !ok || e.expires <= now {
+		if expected != 0 {
+			sh.mu.Unlock()
+			return storage.Record{}, false, nil
+		}
+	} else if e.version != expected {
+		sh.mu.Unlock()
+		return storage.Record{Value: e.value, Version: e.version}, false, nil
+	}
+	v := make([]byte, len(value))
+	copy(v, value)
+	sh.version++
+	version := sh.version
+	sh.m[key] = entry{value: v, version: version, expires: expires}
+	if n := len(sh.m); n > sh.peak {
+		sh.peak = n
+	}
+	sh.mu.Unlock()
+	return storage.Record{Value: v, Version: version}, true, nil
+}
+
+// Delete removes key; an absent key is not an error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sh := s.shard(key)
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.mu.Unlock()
+		return errClosed("delete", key)
+	}
+	delete(sh.m, key)
+	sh.mu.Unlock()
+	return nil
+}
+
+// Len returns the number of records held, including expired ones the
+// janitor has not removed yet. It is meant for monitoring and tests: it
+// locks every shard in turn, and the count may be stale by the time it
+// returns.
+func (s *Store) Len() int {
+	n := 0
+	for i := range s.shards {
+		n += s.shards[i].len()
+	}
+	return n
+}
+
+// Close stops the janitor, waits for it to return and drops every record.
+// Later calls of Get, CompareAndSwap and Delete return an error wrapping
+// storage.ErrClosed. Close is idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.jan.halt()
+	<-s.jan.done
+	for i := range s.shards {
+		s.shards[i].close()
+	}
+	return nil
+}
+
+func errClosed(op, key string) error {
+	return fmt.Errorf("memory: %s %q: %w", op, key, storage.ErrClosed)
+}

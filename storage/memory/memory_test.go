@@ -1,0 +1,356 @@
+package memory_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/conformance"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
+)
+
+// stores memoises newStore: one *memory.Store per test.
+var stores sync.Map // testing.TB -> *memory.Store
+
+// newStore returns a fresh Store for tb on its first call and the same one
+// on later calls with the same tb, and closes it when tb ends.
+func newStore(tb testing.TB) storage.Store {
+	if s, ok := stores.Load(tb); ok {
+		return s.(*memory.Store)
+	}
+	s := memory.New()
+	stores.Store(tb, s)
+	tb.Cleanup(func() {
+		stores.Delete(tb)
+		s.Close()
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	conformance.RunStore(t, newStore)
+	conformance.RunLimiter(t, newStore)
+}
+
+// What follows is special to the memory driver.
+
+func TestNewStoreIsMemoisedPerTest(t *testing.T) {
+	a, b := newStore(t), newStore(t)
+	if a != b {
+		t.Fatal("two calls with one tb returned different stores")
+	}
+	var other storage.Store
+	t.Run("sub", func(t *testing.T) { other = newStore(t) })
+	if other == a {
+		t.Fatal("a subtest got its parent's store")
+	}
+}
+
+const longTTL = time.Hour
+
+func mustSwap(t testing.TB, s *memory.Store, key string, expected uint64, value string, ttl time.Duration) storage.Record {
+	t.Helper()
+	rec, ok, err := s.CompareAndSwap(context.Background(), key, expected, []byte(value), ttl)
+	if err != nil || !ok {
+		t.Fatalf("CompareAndSwap(%q, %d, %q) = %v, %v; want a swap", key, expected, value, ok, err)
+	}
+	return rec
+}
+
+// waitFor polls cond until it holds or the bound passes.
+func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", bound, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWithShards(t *testing.T) {
+	for _, c := range []struct{ n, want int }{
+		{-1, 64}, {0, 64}, {1, 1}, {2, 2}, {3, 4}, {64, 64}, {100, 128}, {1 << 16, 1 << 16}, {1<<16 + 1, 1 << 16}, {1 << 40, 1 << 16},
+	} {
+		s := memory.New(memory.WithShards(c.n))
+		if got := memory.Shards(s); got != c.want {
+			t.Errorf("WithShards(%d): %d shards, want %d", c.n, got, c.want)
+		}
+		s.Close()
+	}
+	// One shard still keeps keys apart.
+	s := memory.New(memory.WithShards(1), nil)
+	defer s.Close()
+	a := mustSwap(t, s, "a", 0, "1", longTTL)
+	b := mustSwap(t, s, "b", 0, "2", longTTL)
+	if got, _ := s.Get(context.Background(), "a"); got.Version != a.Version || string(got.Value) != "1" {
+		t.Fatalf("Get(a) = %+v, want %+v", got, a)
+	}
+	if b.Version <= a.Version {
+		t.Fatalf("versions in one shard: %d then %d", a.Version, b.Version)
+	}
+}
+
+// An expired record reads as absent before the janitor removes it, and a
+// swap on it with expected 0 reuses the slot.
+func TestExpiredIsAbsentBeforeSweep(t *testing.T) {
+	s := memory.New(memory.WithSweepInterval(time.Hour))
+	defer s.Close()
+	ctx := context.Background()
+	old := mustSwap(t, s, "k", 0, "v", 20*time.Millisecond)
+	waitFor(t, 5*time.Second, "the record never expired", func() bool {
+		rec, err := s.Get(ctx, "k")
+		return err == nil && rec.Version == 0
+	})
+	if n := s.Len(); n != 1 {
+		t.Fatalf("Len() = %d before any sweep, want 1 (the expired record)", n)
+	}
+	if rec, ok, err := s.CompareAndSwap(ctx, "k", old.Version, []byte("w"), longTTL); err != nil || ok || rec.Version != 0 {
+		t.Fatalf("swap on the expired version = %+v, %v, %v; want a conflict with the absent record", rec, ok, err)
+	}
+	rec := mustSwap(t, s, "k", 0, "w", longTTL)
+	if rec.Version <= old.Version {
+		t.Fatalf("version after expiry %d, want above %d", rec.Version, old.Version)
+	}
+	if n := s.Len(); n != 1 {
+		t.Fatalf("Len() = %d, want 1", n)
+	}
+}
+
+func TestJanitorRemovesExpired(t *testing.T) {
+	s := memory.New(memory.WithSweepInterval(10*time.Millisecond), memory.WithShards(4))
+	defer s.Close()
+	for i := range 3000 {
+		mustSwap(t, s, "short:"+strconv.Itoa(i), 0, "v", 30*time.Millisecond)
+	}
+	for i := range 10 {
+		mustSwap(t, s, "long:"+strconv.Itoa(i), 0, "v", longTTL)
+	}
+	waitFor(t, 5*time.Second, "expired records were not swept", func() bool { return s.Len() == 10 })
+	for i := range 10 {
+		if rec, err := s.Get(context.Background(), "long:"+strconv.Itoa(i)); err != nil || rec.Version == 0 {
+			t.Fatalf("long-lived record %d: %+v, %v", i, rec, err)
+		}
+	}
+}
+
+// TestMillionKeysMemoryBounded touches a million keys once each with a
+// short time to live (fewer under the race detector, which is slow) and
+// requires that the janitor then removes them all and that the heap shrinks
+// back near where it started: Go maps never shrink, so this holds only
+// because the janitor rebuilds maps that have emptied.
+func TestMillionKeysMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills the store with many keys; skipped with -short")
+	}
+	keys := 1_000_000
+	if raceEnabled {
+		keys = 200_000
+	}
+	const ttl = 2 * time.Second
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := int64(ms.HeapInuse)
+
+	s := memory.New(memory.WithSweepInterval(100 * time.Millisecond))
+	defer s.Close()
+	ctx := context.Background()
+	value := make([]byte, 32)
+	buf := make([]byte, 0, 32)
+	start := time.Now()
+	for i := range keys {
+		buf = strconv.AppendInt(append(buf[:0], "key:"...), int64(i), 10)
+		if _, ok, err := s.CompareAndSwap(ctx, string(buf), 0, value, ttl); err != nil || !ok {
+			t.Fatalf("insert %d: %v, %v", i, ok, err)
+		}
+	}
+	filled := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	peak := int64(ms.HeapInuse) - base
+	t.Logf("%d keys written in %v; %d held; heap grew by %d KiB", keys, filled.Round(time.Millisecond), s.Len(), peak>>10)
+
+	waitFor(t, ttl+10*time.Second, "the janitor left records behind", func() bool { return s.Len() == 0 })
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	after := int64(ms.HeapInuse) - base
+	t.Logf("empty %v after the first write; heap now %d KiB above the start", time.Since(start).Round(time.Millisecond), after>>10)
+	// A map kept at its peak size would hold some sixty bytes per key;
+	// allow an eighth of that plus 2 MiB for the small maps the janitor
+	// does not rebuild and the noise of the heap.
+	if limit := int64(keys)*8 + 2<<20; after > limit {
+		t.Fatalf("heap is %d KiB above the start after every record was swept, want below %d KiB", after>>10, limit>>10)
+	}
+	if peak < int64(keys)*32 {
+		t.Logf("note: the peak was low (%d KiB): the janitor swept during the writes", peak>>10)
+	}
+}
+
+func TestCloseStopsJanitor(t *testing.T) {
+	before := runtime.NumGoroutine()
+	s := memory.New(memory.WithSweepInterval(time.Millisecond))
+	mustSwap(t, s, "k", 0, "v", longTTL)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close again: %v", err)
+	}
+	// The janitor has finished its work when Close returns, but its
+	// goroutine may take a moment to exit.
+	waitFor(t, 5*time.Second, "the janitor still runs after Close", func() bool {
+		return runtime.NumGoroutine() <= before
+	})
+	ctx := context.Background()
+	if _, err := s.Get(ctx, "k"); !errors.Is(err, storage.ErrClosed) {
+		t.Fatalf("Get after Close: %v", err)
+	}
+	if _, ok, err := s.CompareAndSwap(ctx, "k", 0, nil, longTTL); !errors.Is(err, storage.ErrClosed) || ok {
+		t.Fatalf("CompareAndSwap after Close: %v, %v", ok, err)
+	}
+	if err := s.Delete(ctx, "k"); !errors.Is(err, storage.ErrClosed) {
+		t.Fatalf("Delete after Close: %v", err)
+	}
+	if n := s.Len(); n != 0 {
+		t.Fatalf("Len() after Close = %d, want 0", n)
+	}
+}
+
+func TestDroppedStoreStopsJanitor(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		s := memory.New(memory.WithSweepInterval(time.Millisecond))
+		mustSwap(t, s, "k", 0, "v", longTTL)
+	}()
+	waitFor(t, 5*time.Second, "the janitor of an unreachable store still runs", func() bool {
+		runtime.GC()
+		return runtime.NumGoroutine() <= before
+	})
+}
+
+// TestAllocations pins the allocation budget of the hot paths: none for
+// Get and for a conflicting swap, one (the copy of the value) for a
+// successful swap.
+func TestAllocations(t *testing.T) {
+	s, rec := withHotKey(t)
+	ctx := context.Background()
+	value := []byte(hotValue)
+	for _, c := range []struct {
+		name string
+		want float64
+		f    func()
+	}{
+		{"Get", 0, func() { s.Get(ctx, "hot") }},
+		{"Get absent", 0, func() { s.Get(ctx, "cold") }},
+		{"CompareAndSwap conflict", 0, func() { s.CompareAndSwap(ctx, "hot", 0, value, longTTL) }},
+		{"CompareAndSwap swap", 1, func() { rec, _, _ = s.CompareAndSwap(ctx, "hot", rec.Version, value, longTTL) }},
+		{"Delete", 0, func() { s.Delete(ctx, "cold") }},
+	} {
+		if got := testing.AllocsPerRun(100, c.f); got != c.want {
+			t.Errorf("%s: %v allocations per call, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestConcurrentWithJanitor increments counters from many goroutines while
+// the janitor sweeps as often as it can and short-lived keys come and go;
+// run with -race.
+func TestConcurrentWithJanitor(t *testing.T) {
+	s := memory.New(memory.WithSweepInterval(time.Millisecond), memory.WithShards(2))
+	defer s.Close()
+	ctx := context.Background()
+	const goroutines, each = 8, 300
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				mustSwap(t, s, "tmp:"+strconv.Itoa(g)+":"+strconv.Itoa(i), 0, "x", time.Millisecond)
+				for {
+					rec, err := s.Get(ctx, "counter")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					n := 0
+					if rec.Version != 0 {
+						n, _ = strconv.Atoi(string(rec.Value))
+					}
+					if _, ok, err := s.CompareAndSwap(ctx, "counter", rec.Version, []byte(strconv.Itoa(n+1)), longTTL); err != nil {
+						t.Error(err)
+						return
+					} else if ok {
+						break
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	rec, err := s.Get(ctx, "counter")
+	if err != nil || string(rec.Value) != strconv.Itoa(goroutines*each) {
+		t.Fatalf("counter = %q, %v; want %d", rec.Value, err, goroutines*each)
+	}
+}
+
+// hotValue is about the size of a limiter record.
+const hotValue = "0123456789abcdef0123456789abcdef"
+
+// withHotKey returns a store holding hotValue under "hot", closed when tb
+// ends, and the record written.
+func withHotKey(tb testing.TB) (*memory.Store, storage.Record) {
+	s := memory.New()
+	tb.Cleanup(func() { s.Close() })
+	return s, mustSwap(tb, s, "hot", 0, hotValue, longTTL)
+}
+
+func BenchmarkGet(b *testing.B) {
+	s, _ := withHotKey(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Get(ctx, "hot")
+	}
+}
+
+func BenchmarkCompareAndSwap(b *testing.B) {
+	s, rec := withHotKey(b)
+	ctx := context.Background()
+	value := []byte(hotValue)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec, _, _ = s.CompareAndSwap(ctx, "hot", rec.Version, value, longTTL)
+	}
+}
+
+func BenchmarkCompareAndSwapParallel(b *testing.B) {
+	s, _ := withHotKey(b)
+	ctx := context.Background()
+	value := []byte(hotValue)
+	b.ReportAllocs()
+	var id sync.Mutex
+	next := 0
+	b.RunParallel(func(pb *testing.PB) {
+		id.Lock()
+		key := "key:" + strconv.Itoa(next)
+		next++
+		id.Unlock()
+		var version uint64
+		for pb.Next() {
+			rec, _, _ := s.CompareAndSwap(ctx, key, version, value, longTTL)
+			version = rec.Version
+		}
+	})
+}
