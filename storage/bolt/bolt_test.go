@@ -692,19 +692,39 @@ func TestVersionsSurviveDeleteAndRestart(t *testing.T) {
 	}
 }
 
-// BenchmarkDecisions measures durable read-compare-swap decisions (Get,
-// then CompareAndSwap from what it read) over 10,000 keys, with 1 and 64
-// goroutines, synced and WithNoSync, beside the floor of one db.Update per
-// write doing the same read and write.
+// BenchmarkDecisions measures durable decisions over 10,000 keys, with 1
+// and 64 goroutines, synced and WithNoSync: limiter.Allow over the store
+// (its record cache makes most decisions one CompareAndSwap), the store
+// alone (Get, then CompareAndSwap from what it read), and the floor of one
+// db.Update per write doing the same read and write.
 func BenchmarkDecisions(b *testing.B) {
 	for _, g := range []int{1, 64} {
 		for _, noSync := range []bool{false, true} {
 			sync := map[bool]string{false: "sync", true: "nosync"}[noSync]
-			b.Run(fmt.Sprintf("store/g=%d/%s", g, sync), func(b *testing.B) {
-				var opts []Option
-				if noSync {
-					opts = append(opts, WithNoSync())
+			var opts []Option
+			if noSync {
+				opts = append(opts, WithNoSync())
+			}
+			b.Run(fmt.Sprintf("limiter/g=%d/%s", g, sync), func(b *testing.B) {
+				s, err := Open(filepath.Join(b.TempDir(), "bench.db"), opts...)
+				if err != nil {
+					b.Fatal(err)
 				}
+				defer s.Close()
+				lim, err := limiter.New(s, []limiter.Bucket{{Capacity: 1 << 40, Period: time.Hour}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				runDecisions(b, g, func(key string) error {
+					d, err := lim.Allow(ctx, key)
+					if err == nil && !d.Allowed {
+						err = fmt.Errorf("%s denied: %+v", key, d)
+					}
+					return err
+				})
+			})
+			b.Run(fmt.Sprintf("store/g=%d/%s", g, sync), func(b *testing.B) {
 				s, err := Open(filepath.Join(b.TempDir(), "bench.db"), opts...)
 				if err != nil {
 					b.Fatal(err)

@@ -36,7 +36,8 @@
 // (which waits up to 10 ms for company); callers that arrive while a
 // transaction runs go together in the next one, at most 1024 per
 // transaction. Each write is applied exactly once. Get reads in a
-// read-only transaction and never waits for writers.
+// read-only transaction, which does not wait for writers (except while
+// bbolt grows the file's memory map).
 //
 // # On-disk layout, versions and expiry
 //
@@ -81,7 +82,7 @@
 // Keys are stored in plain text in the file: hash them if they identify
 // people. The file grows to the largest number of live records it held
 // and bbolt does not shrink it (bbolt's compact command does, offline).
-// Expiry depends on the system clock: setting it far forward expires
-// records early, and full buckets are what an expired record means to the
-// limiter anyway.
+// Expiry follows the system clock of the process: a clock set forward
+// expires records early (the limiter then sees full buckets), a clock set
+// back keeps them longer.
 package bolt
