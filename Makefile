@@ -1,0 +1,43 @@
+# sluice: `make test` is the one test command (CI runs it through .ci/run).
+# See README.md, "Testing", for where the Redis and PostgreSQL servers come from.
+
+FUZZTIME ?= 10s
+
+.PHONY: test test-386 fmt-check fuzz bench
+
+# Vet, then every test with the race detector, in random order.
+test:
+	go vet ./...
+	go test -race -shuffle=on -count=1 -timeout 15m ./...
+
+# The same on a 32-bit platform (no race detector there), to catch 64-bit
+# assumptions in the integer arithmetic.
+test-386:
+	GOARCH=386 go vet ./...
+	GOARCH=386 go test -count=1 -timeout 15m ./...
+
+# Fail when a file is not gofmt-clean.
+fmt-check:
+	@files=$$(gofmt -l .); \
+	if [ -n "$$files" ]; then echo "not gofmt-clean:"; echo "$$files"; exit 1; fi
+
+# Run every Fuzz target found in the root module for FUZZTIME each.
+fuzz:
+	@set -e; \
+	for file in $$(grep -rl --include='*_test.go' --exclude-dir=bench '^func Fuzz' . | sort); do \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "go test -run '^\$$' -fuzz '^$$target\$$' -fuzztime $(FUZZTIME) $$(dirname $$file)"; \
+			go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$(dirname $$file); \
+		done; \
+	done
+
+# Benchmarks: the peer comparison in bench/ once it exists, else the root
+# module's own.
+bench:
+	@if [ -f bench/go.mod ]; then \
+		echo "cd bench && go test -run '^\$$' -bench . -benchmem ./..."; \
+		cd bench && go test -run '^$$' -bench . -benchmem ./...; \
+	else \
+		echo "go test -run '^\$$' -bench . -benchmem ./..."; \
+		go test -run '^$$' -bench . -benchmem ./...; \
+	fi
