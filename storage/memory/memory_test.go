@@ -37,6 +37,10 @@ func TestConformance(t *testing.T) {
 	conformance.RunLimiter(t, newStore)
 }
 
+func BenchmarkConformance(b *testing.B) {
+	conformance.RunBenchmarks(b, newStore)
+}
+
 // What follows is special to the memory driver.
 
 func TestNewStoreIsMemoisedPerTest(t *testing.T) {
