@@ -48,47 +48,53 @@ var handles = struct {
 	db map[testing.TB]*bbolt.DB
 }{db: map[testing.TB]*bbolt.DB{}}
 
-// newStore is the conformance factory: a store over a new file in
-// tb.TempDir(), or, called again with the same tb, a second store over the
-// same *bbolt.DB through New.
-//
-// The file is opened WithNoSync: the suites check semantics, which do not
-// depend on fsync, and one of them needs 6,400 strictly sequential commits
-// on one key (some 25 s synced under -race on a busy machine; it passes).
-// Durability is proved below, synced: TestSurvivesRestart and
-// TestCrashKeepsGrantedTokens.
-func newStore(tb testing.TB) storage.Store {
-	tb.Helper()
-	handles.Lock()
-	db, shared := handles.db[tb]
-	handles.Unlock()
-	if shared {
-		s, err := New(db)
-		if err != nil {
-			tb.Fatalf("New: %v", err)
+// factory returns a conformance factory: a store over a new file in
+// tb.TempDir(), opened with opts, or, called again with the same tb, a
+// second store over the same *bbolt.DB through New.
+func factory(opts ...Option) conformance.NewStore {
+	return func(tb testing.TB) storage.Store {
+		tb.Helper()
+		handles.Lock()
+		db, shared := handles.db[tb]
+		handles.Unlock()
+		if shared {
+			s, err := New(db)
+			if err != nil {
+				tb.Fatalf("New: %v", err)
+			}
+			tb.Cleanup(func() { _ = s.Close() })
+			return s
 		}
-		tb.Cleanup(func() { _ = s.Close() })
+		s, err := Open(filepath.Join(tb.TempDir(), "sluice.db"), opts...)
+		if err != nil {
+			tb.Fatalf("Open: %v", err)
+		}
+		handles.Lock()
+		handles.db[tb] = s.db
+		handles.Unlock()
+		tb.Cleanup(func() {
+			_ = s.Close()
+			handles.Lock()
+			delete(handles.db, tb)
+			handles.Unlock()
+		})
 		return s
 	}
-	s, err := Open(filepath.Join(tb.TempDir(), "sluice.db"), WithNoSync())
-	if err != nil {
-		tb.Fatalf("Open: %v", err)
-	}
-	handles.Lock()
-	handles.db[tb] = s.db
-	handles.Unlock()
-	tb.Cleanup(func() {
-		_ = s.Close()
-		handles.Lock()
-		delete(handles.db, tb)
-		handles.Unlock()
-	})
-	return s
 }
 
+// The suites run WithNoSync: they check semantics, which do not depend on
+// fsync, and one of them needs 6,400 strictly sequential commits on one key
+// (some 25 s synced under -race on a busy machine; it passes). Durability
+// is proved below, synced: TestSurvivesRestart and
+// TestCrashKeepsGrantedTokens. The benchmarks measure durable decisions.
 func TestConformance(t *testing.T) {
+	newStore := factory(WithNoSync())
 	conformance.RunStore(t, newStore)
 	conformance.RunLimiter(t, newStore)
+}
+
+func BenchmarkConformance(b *testing.B) {
+	conformance.RunBenchmarks(b, factory())
 }
 
 // What follows is special to the bbolt driver.
