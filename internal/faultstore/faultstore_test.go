@@ -1,7 +1,6 @@
 package faultstore_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,70 +9,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-go/sluice/conformance"
 	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
 )
-
-// mapStore is the smallest correct storage.Store (no expiry), so that these
-// tests do not depend on a driver.
-type mapStore struct {
-	mu      sync.Mutex
-	recs    map[string]storage.Record
-	version uint64
-	closed  bool
-}
-
-func newMapStore() *mapStore { return &mapStore{recs: map[string]storage.Record{}} }
-
-func (m *mapStore) Get(ctx context.Context, key string) (storage.Record, error) {
-	if err := ctx.Err(); err != nil {
-		return storage.Record{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.recs[key], nil
-}
-
-func (m *mapStore) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, _ time.Duration) (storage.Record, bool, error) {
-	if err := ctx.Err(); err != nil {
-		return storage.Record{}, false, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur := m.recs[key]
-	if cur.Version != expected {
-		return cur, false, nil
-	}
-	m.version++
-	rec := storage.Record{Value: bytes.Clone(value), Version: m.version}
-	m.recs[key] = rec
-	return rec, true, nil
-}
-
-func (m *mapStore) Delete(ctx context.Context, key string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.recs, key)
-	return nil
-}
-
-func (m *mapStore) Close() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.closed = true
-	return nil
-}
 
 const ttl = time.Minute
 
 var errBoom = errors.New("boom")
 
-func newStores() (*faultstore.Store, *mapStore) {
-	inner := newMapStore()
+// newStores returns a fault store and the memory store it wraps, closed
+// when t ends.
+func newStores(t *testing.T) (*faultstore.Store, *memory.Store) {
+	inner := memory.New()
+	t.Cleanup(func() { inner.Close() })
 	return faultstore.New(inner), inner
+}
+
+// handles memoises newStore: one memory store per test, behind a new
+// fault store on every call.
+var handles sync.Map // testing.TB -> *memory.Store
+
+func newStore(tb testing.TB) storage.Store {
+	if inner, ok := handles.Load(tb); ok {
+		return faultstore.New(inner.(*memory.Store))
+	}
+	inner := memory.New()
+	handles.Store(tb, inner)
+	tb.Cleanup(func() {
+		handles.Delete(tb)
+		inner.Close()
+	})
+	return faultstore.New(inner)
+}
+
+// With no fault set, a Store keeps the whole contract.
+func TestConformance(t *testing.T) {
+	conformance.RunStore(t, newStore)
+	conformance.RunLimiter(t, newStore)
 }
 
 // put stores value under key directly in inner and returns its record.
@@ -100,7 +74,7 @@ func get(t *testing.T, s storage.Store, key string) storage.Record {
 }
 
 func TestTransparentAndCounted(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	rec, ok, err := s.CompareAndSwap(ctx, "k", 0, []byte("v1"), ttl)
 	if err != nil || !ok || rec.Version == 0 || string(rec.Value) != "v1" {
@@ -131,7 +105,7 @@ func TestTransparentAndCounted(t *testing.T) {
 }
 
 func TestFailAll(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	s.FailNext(faultstore.OpGet, 1, errors.New("next"))
 	s.FailAll(errBoom)
@@ -161,7 +135,7 @@ func TestFailAll(t *testing.T) {
 }
 
 func TestFailNext(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	down := errors.Join(storage.ErrUnavailable, errBoom)
 	s.FailNext(faultstore.OpCAS, 2, down)
@@ -195,7 +169,7 @@ func TestFailNext(t *testing.T) {
 }
 
 func TestLatency(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	const d = 20 * time.Millisecond
 	s.SetLatency(d)
 	start := time.Now()
@@ -235,7 +209,7 @@ func TestLatency(t *testing.T) {
 }
 
 func TestConflictNext(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	s.ConflictNext(2)
 
@@ -268,7 +242,7 @@ func TestConflictNext(t *testing.T) {
 }
 
 func TestAmbiguousNext(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	s.AmbiguousNext(1)
 	_, ok, err := s.CompareAndSwap(ctx, "k", 0, []byte("v"), ttl)
@@ -285,7 +259,7 @@ func TestAmbiguousNext(t *testing.T) {
 }
 
 func TestHook(t *testing.T) {
-	s, _ := newStores()
+	s, _ := newStores(t)
 	ctx := context.Background()
 	type call struct {
 		op  faultstore.Op
@@ -337,7 +311,7 @@ func TestHook(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	for range 2 {
 		if err := s.Close(); err != nil {
@@ -353,8 +327,8 @@ func TestClose(t *testing.T) {
 	if err := s.Delete(ctx, "k"); !errors.Is(err, storage.ErrClosed) {
 		t.Fatalf("Delete after Close: %v", err)
 	}
-	if inner.closed {
-		t.Fatal("Close closed the wrapped store")
+	if _, err := inner.Get(ctx, "k"); err != nil {
+		t.Fatalf("Close closed the wrapped store: %v", err)
 	}
 }
 
@@ -370,7 +344,7 @@ func TestOpString(t *testing.T) {
 // through the store; run with -race. Competing writes keep the value, so
 // the counter must equal the number of successful swaps.
 func TestConcurrent(t *testing.T) {
-	s, inner := newStores()
+	s, inner := newStores(t)
 	ctx := context.Background()
 	s.Hook(func(faultstore.Op, string) {})
 	var wg sync.WaitGroup
