@@ -1,8 +1,10 @@
 package limiter
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -60,4 +62,66 @@ func formatPeriod(d time.Duration) string {
 		}
 	}
 	return strconv.FormatInt(int64(d), 10) + "ns"
+}
+
+// ParseBuckets reads buckets written as comma-separated "capacity/period"
+// pairs, the form Bucket.String writes: "5/10s, 100/1h". A period is a
+// time.ParseDuration string ("10s", "1h30m", "250ms") or a whole number of
+// days ("7d"), and a bare unit means one of it ("100/h", "1000/d").
+// Spaces around items are ignored. Each bucket is checked as New checks
+// it; errors wrap ErrInvalidBucket and quote the item at fault.
+func ParseBuckets(s string) ([]Bucket, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("%w: no buckets in %q", ErrInvalidBucket, s)
+	}
+	var out []Bucket
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		b, err := parseBucket(item)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %v", ErrInvalidBucket, item, err)
+		}
+		if err := b.validate(); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func parseBucket(item string) (Bucket, error) {
+	capText, periodText, ok := strings.Cut(item, "/")
+	if !ok {
+		return Bucket{}, errors.New(`want "capacity/period", as in "5/10s"`)
+	}
+	capacity, err := strconv.ParseInt(strings.TrimSpace(capText), 10, 64)
+	if err != nil {
+		return Bucket{}, fmt.Errorf("capacity %q is not a whole number", capText)
+	}
+	period, err := parsePeriod(strings.TrimSpace(periodText))
+	if err != nil {
+		return Bucket{}, err
+	}
+	return Bucket{Capacity: capacity, Period: period}, nil
+}
+
+func parsePeriod(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, errors.New("missing period")
+	}
+	if s[0] < '0' || s[0] > '9' {
+		s = "1" + s // "h" means "1h"
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n > int64(MaxPeriod/(24*time.Hour)) {
+			return 0, fmt.Errorf("period %q is not a whole number of days up to %d", s, int64(MaxPeriod/(24*time.Hour)))
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("period %q: want a duration such as 10s, 1m or 1h", s)
+	}
+	return d, nil
 }

@@ -1,0 +1,48 @@
+package limiter_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/limiter"
+)
+
+func TestParseBuckets(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []limiter.Bucket
+	}{
+		{"5/10s", []limiter.Bucket{{5, 10 * time.Second}}},
+		{"5/10s, 100/h", []limiter.Bucket{{5, 10 * time.Second}, {100, time.Hour}}},
+		{" 1/ms ,2/1h30m,3/7d", []limiter.Bucket{{1, time.Millisecond}, {2, 90 * time.Minute}, {3, 7 * 24 * time.Hour}}},
+		{"1099511627776/1ns", []limiter.Bucket{{limiter.MaxCapacity, 1}}},
+	} {
+		got, err := limiter.ParseBuckets(c.in)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("ParseBuckets(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	for _, in := range []string{"", " ", "5", "5/", "/10s", "x/10s", "5/10", "5/ten", "0/1s", "-1/1s", "5/0s", "5/-1s",
+		"5/10s,", "1099511627777/1s", "1/87661h", "1/3653d", "1/99999999999999999999d", "5/10s;6/1m"} {
+		if got, err := limiter.ParseBuckets(in); !errors.Is(err, limiter.ErrInvalidBucket) {
+			t.Errorf("ParseBuckets(%q) = %v, %v; want ErrInvalidBucket", in, got, err)
+		}
+	}
+}
+
+func TestBucketStringRoundTrips(t *testing.T) {
+	for _, b := range []limiter.Bucket{
+		{5, 10 * time.Second}, {100, time.Hour}, {1, 1}, {3, 1500 * time.Millisecond}, {7, 90 * time.Minute},
+		{1, 1001 * time.Microsecond}, {limiter.MaxCapacity, limiter.MaxPeriod}, {2, 36 * time.Hour}, {9, time.Hour + 1},
+	} {
+		got, err := limiter.ParseBuckets(b.String())
+		if err != nil || len(got) != 1 || got[0] != b {
+			t.Errorf("ParseBuckets(%v.String() = %q) = %v, %v", b, b.String(), got, err)
+		}
+	}
+	if got, want := (limiter.Bucket{Capacity: 5, Period: 10 * time.Second}).String(), "5/10s"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
