@@ -95,7 +95,8 @@ func (s *Store) FailAll(err error) {
 
 // FailNext makes the next n calls of op return err, unchanged, without
 // reaching the wrapped store. It replaces an earlier FailNext for the same
-// op; n <= 0 or a nil err clears it. Use an error wrapping
+// op; n <= 0 or a nil err clears it, and an op other than OpGet, OpCAS or
+// OpDelete is ignored. Use an error wrapping
 // storage.ErrUnavailable to imitate a backend that is down.
 func (s *Store) FailNext(op Op, n int, err error) {
 	if op < OpGet || op > OpDelete {
@@ -143,7 +144,8 @@ func (s *Store) ConflictNext(n int) {
 // call reaches the wrapped store and takes effect there (it swaps if the
 // version matches), and the caller then gets an error wrapping
 // storage.ErrUnavailable, as when a network times out after the request
-// was sent. n <= 0 clears it.
+// was sent. If the wrapped store itself fails, its error is returned
+// instead (the call still uses up one of the n). n <= 0 clears it.
 func (s *Store) AmbiguousNext(n int) {
 	s.mu.Lock()
 	s.ambiguous = max(n, 0)

@@ -3,6 +3,7 @@ package memory_test
 import (
 	"context"
 	"errors"
+	"math"
 	"runtime"
 	"strconv"
 	"sync"
@@ -80,7 +81,7 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
 
 func TestWithShards(t *testing.T) {
 	for _, c := range []struct{ n, want int }{
-		{-1, 64}, {0, 64}, {1, 1}, {2, 2}, {3, 4}, {64, 64}, {100, 128}, {1 << 16, 1 << 16}, {1<<16 + 1, 1 << 16}, {1 << 40, 1 << 16},
+		{-1, 64}, {0, 64}, {1, 1}, {2, 2}, {3, 4}, {64, 64}, {100, 128}, {1 << 16, 1 << 16}, {1<<16 + 1, 1 << 16}, {math.MaxInt, 1 << 16},
 	} {
 		s := memory.New(memory.WithShards(c.n))
 		if got := memory.Shards(s); got != c.want {
