@@ -272,11 +272,16 @@ func TestAllocations(t *testing.T) {
 
 // TestConcurrentWithJanitor increments counters from many goroutines while
 // the janitor sweeps as often as it can and short-lived keys come and go;
-// run with -race.
+// run with -race. The long-lived keys make each sweep release and retake
+// the shard locks several times, so writes land in the middle of sweeps.
 func TestConcurrentWithJanitor(t *testing.T) {
 	s := memory.New(memory.WithSweepInterval(time.Millisecond), memory.WithShards(2))
 	defer s.Close()
 	ctx := context.Background()
+	const long = 4000
+	for i := range long {
+		mustSwap(t, s, "long:"+strconv.Itoa(i), 0, "v", longTTL)
+	}
 	const goroutines, each = 8, 300
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -308,6 +313,12 @@ func TestConcurrentWithJanitor(t *testing.T) {
 	if err != nil || string(rec.Value) != strconv.Itoa(goroutines*each) {
 		t.Fatalf("counter = %q, %v; want %d", rec.Value, err, goroutines*each)
 	}
+	for i := range long {
+		if rec, err := s.Get(ctx, "long:"+strconv.Itoa(i)); err != nil || rec.Version == 0 {
+			t.Fatalf("long-lived key %d lost: %+v, %v", i, rec, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "short-lived keys were not swept", func() bool { return s.Len() == long+1 })
 }
 
 // hotValue is about the size of a limiter record.
