@@ -33,6 +33,11 @@ const (
 	// deadlineMargin is the time a wait for expiry leaves on its context
 	// for the last read and the report.
 	deadlineMargin = 100 * time.Millisecond
+	// backOffBase and backOffMax bound the random pause of a goroutine
+	// that loses compare-and-swap races: after n conflicts in a row it
+	// pauses for up to backOffBase<<n, and never more than backOffMax.
+	backOffBase = 20 * time.Microsecond
+	backOffMax  = 10 * time.Millisecond
 	// checkTimeout bounds one check, so that a hung driver fails with a
 	// message rather than the test binary's timeout.
 	checkTimeout = 2 * time.Minute
@@ -657,12 +662,16 @@ func increments(ctx context.Context, stores []storage.Store, key string, gorouti
 // records of its successful swaps.
 func incrementLoop(ctx context.Context, s storage.Store, key string, n int) ([]storage.Record, error) {
 	var (
-		rec  storage.Record // what this goroutine knows: nothing yet
-		done = make([]storage.Record, 0, n)
+		rec       storage.Record // what this goroutine knows: nothing yet
+		done      = make([]storage.Record, 0, n)
+		conflicts int // in a row
 	)
 	for len(done) < n {
 		if err := ctx.Err(); err != nil {
 			return done, err
+		}
+		if conflicts > 0 {
+			backOff(ctx, conflicts)
 		}
 		count, err := parseCounter(rec.Value)
 		if err != nil {
@@ -681,10 +690,28 @@ func incrementLoop(ctx context.Context, s storage.Store, key string, n int) ([]s
 				casCall(key, rec.Version, next), showRecord(got), rec.Version)
 		case swapped:
 			done = append(done, got)
+			conflicts = 0
+		default:
+			conflicts++
 		}
 		rec = got
 	}
 	return done, nil
+}
+
+// backOff pauses a goroutine that lost the race for a key conflicts times
+// in a row, for a random time that grows with conflicts. Without it, every
+// swap over a network store voids the calls of all the other goroutines
+// already in flight: against a local Redis, 32 goroutines made some
+// 118,000 calls for 6400 increments, and with it about 9,000.
+func backOff(ctx context.Context, conflicts int) {
+	limit := min(backOffBase<<min(conflicts, 10), backOffMax)
+	t := time.NewTimer(rand.N(limit))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // parseCounter decodes a counter written by incrementLoop; an empty value
