@@ -115,7 +115,6 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 		return storage.Record{}, err
 	}
 	sh := s.shard(key)
-	now := s.now()
 	sh.mu.Lock()
 	e, ok := sh.m[key]
 	closed := sh.m == nil
@@ -123,7 +122,8 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 	if closed {
 		return storage.Record{}, errClosed("get", key)
 	}
-	if !ok || e.expires <= now {
+	// The clock is read only for a record found, after the lookup.
+	if !ok || e.expires <= s.now() {
 		return storage.Record{}, nil
 	}
 	return storage.Record{Value: e.value, Version: e.version}, nil
