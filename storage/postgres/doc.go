@@ -1,0 +1,73 @@
+// Package postgres is the PostgreSQL driver of sluice, on
+// github.com/jackc/pgx/v5: limits live in one table of the database the
+// service already has, are shared by every process that uses the table,
+// and survive restarts of the processes and of the server.
+//
+//	pool, err := pgxpool.New(ctx, "postgres://app@db.internal/app")
+//	store, err := postgres.New(ctx, pool)                  // creates sluice_records if missing
+//	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}})
+//
+// # The table
+//
+// One row per key: key bytea (the primary key), value bytea, version
+// bigint (an identity column) and expires_at timestamptz. Schema returns
+// the DDL for migrations; New creates the table unless WithCreateTable(false)
+// says not to, and checks the columns of an existing table either way, so
+// a table that does not fit fails New with an error that names the column.
+// Keys are stored as bytes, so any key reaches the table exactly, whatever
+// the encodings; to read them in psql, use convert_from(key, 'UTF8').
+// Keys reach the table in plain text: hash them if they identify people.
+//
+// WithUnlogged creates an UNLOGGED table: faster writes, but a crash of the
+// server empties it (every limit starts full again) and replicas do not
+// get it. Its version sequence stays logged, so versions never repeat.
+//
+// # Statements
+//
+// Get, CompareAndSwap and Delete are one statement and one round trip
+// each, prepared once per connection (pgx's statement cache).
+// CompareAndSwap is a single INSERT ... ON CONFLICT DO UPDATE ... WHERE
+// plus an UPDATE and a locking SELECT in one statement: it inserts when
+// the key is absent or expired and expected is 0, updates when expected
+// is the live version, and otherwise returns the current row, read after
+// any writer in flight has finished. Versions come from the table's
+// identity sequence, so they grow across keys, Delete and expiry.
+//
+// # Expiry
+//
+// Each row stores its expiry, computed on the database server's clock
+// (clock_timestamp() plus the time to live), and every statement compares
+// it with that clock, so processes with skewed clocks agree. An expired
+// row reads as absent at once. A background goroutine deletes expired
+// rows every minute (WithSweepInterval), walking the primary key in
+// batches of 1000 rows per statement and skipping rows other clients
+// hold, so it never takes long locks; Sweep runs it by hand.
+//
+// # Errors
+//
+// A failure of the server or the network returns an error that names the
+// operation and the key and wraps both storage.ErrUnavailable and pgx's
+// error (errors.As finds *pgconn.PgError for server errors). A call whose
+// context ends while it waits for the server fails the same way, and its
+// error matches the context's error too: a write may or may not have
+// landed then, and the driver never guesses which. A context that is done
+// before the call returns its error as it is and sends nothing. After Close every method returns an
+// error wrapping storage.ErrClosed.
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use; any number of Stores, in any number
+// of processes, may share one table: the row locks of PostgreSQL make
+// every CompareAndSwap atomic. Close stops the background sweep; it never
+// closes the pool, which belongs to the caller.
+//
+// # Caveats
+//
+// The pool's connections must use READ COMMITTED, PostgreSQL's default:
+// under a stronger default_transaction_isolation, concurrent writes to one
+// key fail with serialization errors (returned wrapping
+// storage.ErrUnavailable) instead of waiting for each other. Table names
+// are quoted, so "Limits" and "limits" are different tables. A
+// WithUnlogged table loses its rows in a crash; a logged one keeps them as
+// PostgreSQL keeps any committed row.
+package postgres

@@ -1,0 +1,253 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+// defaultSweepInterval is the pause between two sweeps without
+// WithSweepInterval.
+const defaultSweepInterval = time.Minute
+
+// sweepBatch is how many rows one sweep statement reads at most.
+const sweepBatch = 1000
+
+// Store is a storage.Store over one PostgreSQL table. It is safe for
+// concurrent use; create it with New.
+type Store struct {
+	pool   *pgxpool.Pool
+	table  string // quoted
+	stmt   statements
+	closed atomic.Bool
+
+	closeOnce sync.Once
+	stopSweep context.CancelFunc // nil when the sweep is disabled
+	sweepDone chan struct{}
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// config collects what the options set.
+type config struct {
+	table         string
+	unlogged      bool
+	createTable   bool
+	sweepInterval time.Duration
+}
+
+// Option configures a Store in New.
+type Option func(*config)
+
+// WithTable sets the table that holds the records: "table", found through
+// the connection's search_path, or "schema.table". Each part must be an
+// unquoted SQL identifier of at most 63 bytes (ASCII letters, digits and
+// underscores, not starting with a digit); it is quoted in every
+// statement, so its case is kept as given. The default is
+// "sluice_records". Limiters with different names can share one table:
+// their keys do not collide.
+func WithTable(name string) Option {
+	return func(c *config) { c.table = name }
+}
+
+// WithUnlogged makes New create the table UNLOGGED: writes skip the
+// write-ahead log, which makes them faster, but the table is emptied after
+// a crash of the database server (not after a clean restart) and is not
+// copied to replicas, so every limit starts full again. It has no effect
+// on a table that exists already. The default is a logged table.
+func WithUnlogged() Option {
+	return func(c *config) { c.unlogged = true }
+}
+
+// WithCreateTable says whether New creates the table when it is missing
+// (CREATE TABLE IF NOT EXISTS, under an advisory lock, so that many
+// processes may start at once). With false, the table must exist already,
+// created by the DDL from Schema through the user's own migrations, and
+// the pool's role needs no CREATE privilege. In both cases New checks the
+// table's columns. The default is true.
+func WithCreateTable(create bool) Option {
+	return func(c *config) { c.createTable = create }
+}
+
+// WithSweepInterval sets the pause between two sweeps of the background
+// goroutine that deletes expired rows in batches of 1000. Zero means the
+// default, one minute; a negative interval disables the background sweep
+// (call Sweep yourself then, or expired rows are never reclaimed, though
+// they still read as absent). Every process sweeps; sweeps of different
+// processes skip rows the others hold and never wait for each other.
+func WithSweepInterval(d time.Duration) Option {
+	return func(c *config) { c.sweepInterval = d }
+}
+
+// New returns a Store that keeps its records in a table reached through
+// pool. Unless WithCreateTable(false) is given it creates the table when
+// missing; then it checks that the table has the expected columns, and
+// returns an error naming the first one that is wrong. New starts the
+// background sweep (see WithSweepInterval).
+//
+// The Store never closes pool: the caller does, after Close.
+func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("postgres: nil pool")
+	}
+	cfg := config{table: defaultTable, createTable: true}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	quoted, err := quoteTable(cfg.table)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.createTable {
+		if err := createTable(ctx, pool, quoted, cfg.unlogged); err != nil {
+			return nil, newError("create table", cfg.table, ctx, err)
+		}
+	}
+	seq, err := verifyTable(ctx, pool, cfg.table, quoted)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{pool: pool, table: quoted, stmt: newStatements(quoted, seq)}
+	interval := cfg.sweepInterval
+	if interval == 0 {
+		interval = defaultSweepInterval
+	}
+	if interval > 0 {
+		sweepCtx, cancel := context.WithCancel(context.Background())
+		s.stopSweep = cancel
+		s.sweepDone = make(chan struct{})
+		go s.sweepLoop(sweepCtx, interval)
+	}
+	return s, nil
+}
+
+// Get returns the live record under key, or Version 0 when the key is
+// absent or expired. It is one statement.
+func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
+	if err := s.check(ctx, "get", key); err != nil {
+		return storage.Record{}, err
+	}
+	var rec storage.Record
+	var version int64
+	err := s.pool.QueryRow(ctx, s.stmt.get, []byte(key)).Scan(&rec.Value, &version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return storage.Record{}, nil
+	}
+	if err != nil {
+		return storage.Record{}, newError("get", key, ctx, err)
+	}
+	if rec.Version, err = checkVersion("get", key, version); err != nil {
+		return storage.Record{}, err
+	}
+	return rec, nil
+}
+
+// CompareAndSwap writes value under key iff the live record's version is
+// expected (0: the key is absent or expired), with an expiry of ttl from
+// now on the database server's clock. It is one statement, one round
+// trip, also on conflict, where it returns the current record. New
+// versions come from the table's identity sequence, so they never repeat
+// for any key.
+func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	if err := s.check(ctx, "cas", key); err != nil {
+		return storage.Record{}, false, err
+	}
+	if value == nil {
+		value = []byte{} // nil would be sent as NULL
+	}
+	micros := (ttl + time.Microsecond - 1) / time.Microsecond
+	var (
+		swapped bool
+		version int64
+		current []byte
+	)
+	err := s.pool.QueryRow(ctx, s.stmt.cas, []byte(key), int64(expected), value, int64(micros)).
+		Scan(&swapped, &version, &current)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return storage.Record{}, false, nil // absent, and expected was not 0
+	}
+	if err != nil {
+		return storage.Record{}, false, newError("cas", key, ctx, err)
+	}
+	v, err := checkVersion("cas", key, version)
+	if err != nil {
+		return storage.Record{}, false, err
+	}
+	if swapped {
+		return storage.Record{Value: bytes.Clone(value), Version: v}, true, nil
+	}
+	return storage.Record{Value: current, Version: v}, false, nil
+}
+
+// Delete removes key; an absent key is not an error. It is one statement.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.check(ctx, "delete", key); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, s.stmt.del, []byte(key)); err != nil {
+		return newError("delete", key, ctx, err)
+	}
+	return nil
+}
+
+// Close stops the background sweep and waits for it to return; later calls
+// return an error wrapping storage.ErrClosed. It never closes the pool
+// handed to New. Close is idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if s.stopSweep != nil {
+			s.stopSweep()
+			<-s.sweepDone
+		}
+	})
+	return nil
+}
+
+// check returns the error for a call that must not reach the server: the
+// store is closed or ctx is done already.
+func (s *Store) check(ctx context.Context, op, key string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("%s: %w", prefix(op, key), storage.ErrClosed)
+	}
+	return ctx.Err()
+}
+
+// checkVersion converts a version read from the table; one that is not
+// positive was not written by sluice.
+func checkVersion(op, key string, v int64) (uint64, error) {
+	if v <= 0 {
+		return 0, fmt.Errorf("%s: version %d: %w", prefix(op, key), v, storage.ErrCorrupt)
+	}
+	return uint64(v), nil
+}
+
+// newError wraps a failure of pgx or the server for operation op on key:
+// it wraps storage.ErrUnavailable and the native cause, so that errors.Is
+// finds the sentinel and errors.As finds *pgconn.PgError. When ctx ended
+// during the call (the server did not answer in time; a write may or may
+// not have landed), errors.Is finds the context's error too.
+func newError(op, key string, ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		return fmt.Errorf("%s: %w: %w (%w)", prefix(op, key), storage.ErrUnavailable, err, ctxErr)
+	}
+	return fmt.Errorf("%s: %w: %w", prefix(op, key), storage.ErrUnavailable, err)
+}
+
+// prefix starts every error message: the driver, the operation and the
+// key, if the operation has one.
+func prefix(op, key string) string {
+	if key == "" {
+		return "postgres: " + op
+	}
+	return fmt.Sprintf("postgres: %s %q", op, key)
+}

@@ -1,0 +1,495 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-go/sluice/conformance"
+	"github.com/sluice-go/sluice/internal/testbackend"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/postgres"
+)
+
+func TestMain(m *testing.M) {
+	if runChild() {
+		return
+	}
+	testbackend.Main(m)
+}
+
+// tables remembers the tests whose table the factory has made, so that a
+// second call with the same tb opens another handle on that table.
+var tables sync.Map // testing.TB -> struct{}
+
+// newStore is the conformance factory: a Store over a table of its own in
+// the shared test database, named after testbackend.Namespace(tb) and
+// dropped when tb ends. A second call with the same tb returns a second
+// Store, with its own pool, over the same table.
+func newStore(tb testing.TB) storage.Store {
+	tb.Helper()
+	return openStore(tb, testbackend.PostgresURL(tb))
+}
+
+// openStore returns a Store over tb's own table in the database at url,
+// through a new pool; the table is dropped when tb ends.
+func openStore(tb testing.TB, url string, opts ...postgres.Option) *postgres.Store {
+	tb.Helper()
+	table := testbackend.Namespace(tb)
+	if _, seen := tables.LoadOrStore(tb, struct{}{}); !seen {
+		tb.Cleanup(func() { dropTable(tb, url, table) })
+	}
+	pool := newPool(tb, url, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := postgres.New(ctx, pool, append([]postgres.Option{postgres.WithTable(table)}, opts...)...)
+	if err != nil {
+		tb.Fatalf("postgres.New: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newPool returns a pool on url, with at most maxConns connections (0:
+// pgx's default), closed when tb ends.
+func newPool(tb testing.TB, url string, maxConns int32) *pgxpool.Pool {
+	tb.Helper()
+	pool, err := openPool(url, maxConns)
+	if err != nil {
+		tb.Fatalf("pgxpool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
+// openPool returns a pool on url with at most maxConns connections (0:
+// pgx's default).
+func openPool(url string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	// Durability is not under test, and waiting for each commit to reach
+	// the disk would make the contended checks take minutes.
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	return pgxpool.NewWithConfig(context.Background(), cfg)
+}
+
+// dropTable drops one of the test's own tables, never another.
+func dropTable(tb testing.TB, url, table string) {
+	tb.Helper()
+	execSQL(tb, url, "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize())
+}
+
+// execSQL runs statements on a connection of its own.
+func execSQL(tb testing.TB, url string, stmts ...string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	for _, stmt := range stmts {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			tb.Fatalf("%s: %v", stmt, err)
+		}
+	}
+}
+
+func TestConformance(t *testing.T) {
+	conformance.RunStore(t, newStore)
+	conformance.RunLimiter(t, newStore)
+}
+
+func BenchmarkConformance(b *testing.B) {
+	conformance.RunBenchmarks(b, newStore)
+}
+
+// What follows is special to the PostgreSQL driver.
+
+// queryInt runs a query that returns one integer.
+func queryInt(tb testing.TB, pool *pgxpool.Pool, query string, args ...any) int64 {
+	tb.Helper()
+	var n int64
+	if err := pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		tb.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func TestNewConcurrentlyOnFreshTable(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	table := testbackend.Namespace(t)
+	t.Cleanup(func() { dropTable(t, url, table) })
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	stores := make([]*postgres.Store, n)
+	start := make(chan struct{})
+	for i := range n {
+		pool := newPool(t, url, 2)
+		wg.Go(func() {
+			<-start
+			stores[i], errs[i] = postgres.New(t.Context(), pool, postgres.WithTable(table))
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("New %d of %d at once: %v", i+1, n, err)
+		}
+		defer stores[i].Close()
+	}
+	rec, swapped, err := stores[0].CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute)
+	if err != nil || !swapped {
+		t.Fatalf("CompareAndSwap through the first store = %v, %t, %v", rec, swapped, err)
+	}
+	for i, s := range stores {
+		got, err := s.Get(t.Context(), "k")
+		if err != nil || got.Version != rec.Version || string(got.Value) != "v" {
+			t.Errorf("Get through store %d = %+v, %v; want %+v", i+1, got, err, rec)
+		}
+	}
+	// And once more, now that the table exists.
+	s, err := postgres.New(t.Context(), newPool(t, url, 1), postgres.WithTable(table))
+	if err != nil {
+		t.Fatalf("New over the existing table: %v", err)
+	}
+	s.Close()
+}
+
+func TestNewRejectsInvalidTableNames(t *testing.T) {
+	pool := newPool(t, testbackend.PostgresURL(t), 1)
+	for _, name := range []string{
+		"", ".", "a.", ".a", "a.b.c", "1abc", "a-b", "a b", `a"b`, "a;b", "a'b", "ключ",
+		"a.b;DROP TABLE x", strings.Repeat("a", 64), "s." + strings.Repeat("a", 64),
+	} {
+		s, err := postgres.New(t.Context(), pool, postgres.WithTable(name))
+		if err == nil {
+			s.Close()
+			t.Errorf("New(WithTable(%q)) succeeded, want an error", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), "invalid table name") {
+			t.Errorf("New(WithTable(%q)) = %v, want an error saying the table name is invalid", name, err)
+		}
+		if _, err := postgres.Schema(name, false); err == nil {
+			t.Errorf("Schema(%q) succeeded, want an error", name)
+		}
+	}
+}
+
+func TestNewNamesTheWrongColumn(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	pool := newPool(t, url, 2)
+	for i, c := range []struct {
+		columns string // the table's definition
+		want    string // in the error
+	}{
+		{`(key text PRIMARY KEY, value bytea NOT NULL, version bigint GENERATED BY DEFAULT AS IDENTITY, expires_at timestamptz NOT NULL)`,
+			`column "key" has type text, want bytea`},
+		{`(key bytea PRIMARY KEY, version bigint GENERATED BY DEFAULT AS IDENTITY, expires_at timestamptz NOT NULL)`,
+			`missing column "value"`},
+		{`(key bytea PRIMARY KEY, value bytea NOT NULL, version integer GENERATED BY DEFAULT AS IDENTITY, expires_at timestamptz NOT NULL)`,
+			`column "version" has type integer, want bigint`},
+		{`(key bytea PRIMARY KEY, value bytea NOT NULL, version bigint NOT NULL, expires_at timestamptz NOT NULL)`,
+			`column "version" needs a sequence default`},
+		{`(key bytea PRIMARY KEY, value bytea NOT NULL, version bigint GENERATED BY DEFAULT AS IDENTITY, expires_at timestamp NOT NULL)`,
+			`column "expires_at" has type timestamp without time zone, want timestamp with time zone`},
+		{`(key bytea NOT NULL, value bytea NOT NULL, version bigint GENERATED BY DEFAULT AS IDENTITY, expires_at timestamptz NOT NULL)`,
+			`column "key" is not the primary key`},
+		{`(key bytea PRIMARY KEY, value bytea NOT NULL, version bigint GENERATED BY DEFAULT AS IDENTITY, expires_at timestamptz NOT NULL, owner text NOT NULL)`,
+			`extra column "owner" is NOT NULL without a default`},
+	} {
+		table := fmt.Sprintf("%s_%d", testbackend.Namespace(t), i)
+		t.Cleanup(func() { dropTable(t, url, table) })
+		execSQL(t, url, "CREATE TABLE "+pgx.Identifier{table}.Sanitize()+" "+c.columns)
+		for _, create := range []bool{true, false} {
+			s, err := postgres.New(t.Context(), pool, postgres.WithTable(table), postgres.WithCreateTable(create))
+			if err == nil {
+				s.Close()
+				t.Errorf("New over %s succeeded, want an error containing %q", c.columns, c.want)
+				continue
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("New over %s = %v, want an error containing %q", c.columns, err, c.want)
+			}
+		}
+	}
+	// An extra column with a default is fine.
+	table := testbackend.Namespace(t) + "_extra"
+	t.Cleanup(func() { dropTable(t, url, table) })
+	execSQL(t, url, "CREATE TABLE "+pgx.Identifier{table}.Sanitize()+
+		` (key bytea PRIMARY KEY, value bytea NOT NULL, version bigint GENERATED BY DEFAULT AS IDENTITY, expires_at timestamptz NOT NULL, note text NOT NULL DEFAULT '')`)
+	s, err := postgres.New(t.Context(), pool, postgres.WithTable(table))
+	if err != nil {
+		t.Fatalf("New over a table with an extra column that has a default: %v", err)
+	}
+	s.Close()
+}
+
+func TestSchemaForMigrations(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	pool := newPool(t, url, 2)
+	table := testbackend.Namespace(t)
+	t.Cleanup(func() { dropTable(t, url, table) })
+
+	s, err := postgres.New(t.Context(), pool, postgres.WithTable(table), postgres.WithCreateTable(false))
+	if err == nil {
+		s.Close()
+		t.Fatal("New with WithCreateTable(false) and no table succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("New with WithCreateTable(false) and no table = %v, want an error saying the table does not exist", err)
+	}
+	for _, unlogged := range []bool{false, true} {
+		ddl, err := postgres.Schema(table, unlogged)
+		if err != nil {
+			t.Fatalf("Schema: %v", err)
+		}
+		execSQL(t, url, ddl, ddl) // idempotent
+	}
+	s, err = postgres.New(t.Context(), pool, postgres.WithTable(table), postgres.WithCreateTable(false))
+	if err != nil {
+		t.Fatalf("New over the table made from Schema: %v", err)
+	}
+	defer s.Close()
+	if _, swapped, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute); err != nil || !swapped {
+		t.Fatalf("CompareAndSwap = %t, %v", swapped, err)
+	}
+}
+
+func TestSchemaQualifiedTable(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	schema := testbackend.Namespace(t)
+	execSQL(t, url, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize())
+	t.Cleanup(func() { execSQL(t, url, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	pool := newPool(t, url, 2)
+	s, err := postgres.New(t.Context(), pool, postgres.WithTable(schema+".Limits"))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer s.Close()
+	if _, swapped, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute); err != nil || !swapped {
+		t.Fatalf("CompareAndSwap = %t, %v", swapped, err)
+	}
+	if got := queryInt(t, pool, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = 'Limits' AND c.relkind = 'r'`, schema); got != 1 {
+		t.Errorf("tables %s.\"Limits\" = %d, want 1 (the name is quoted, case kept)", schema, got)
+	}
+}
+
+func TestUnlogged(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url, postgres.WithUnlogged())
+	pool := newPool(t, url, 1)
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	var table_, seq string
+	err := pool.QueryRow(t.Context(), `SELECT c.relpersistence::text, s.relpersistence::text
+		FROM pg_class c, pg_class s
+		WHERE c.oid = $1::text::regclass AND s.oid = pg_get_serial_sequence($1::text, 'version')::regclass`, table).Scan(&table_, &seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table_ != "u" {
+		t.Errorf("relpersistence of the table = %q, want u (unlogged)", table_)
+	}
+	if seq != "p" {
+		t.Errorf("relpersistence of its version sequence = %q, want p (logged, so that versions never repeat after a crash)", seq)
+	}
+	if _, swapped, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute); err != nil || !swapped {
+		t.Fatalf("CompareAndSwap = %t, %v", swapped, err)
+	}
+}
+
+func TestAwkwardKeysRoundTrip(t *testing.T) {
+	s := openStore(t, testbackend.PostgresURL(t))
+	keys := []string{
+		`'`, `''`, `"`, `\`, `\\`, `\x00`, `'; DROP TABLE x; --`, `$1`, `E'\n'`,
+		"ключ", "键", "🚦", "e\u0301", "\u00e9", "\xff\xfe", "\x01\x02",
+		strings.Repeat("k", 1024), strings.Repeat("é", 512), strings.Repeat("k", storage.MaxKeyLen),
+	}
+	recs := make([]storage.Record, len(keys))
+	for i, k := range keys {
+		rec, swapped, err := s.CompareAndSwap(t.Context(), k, 0, []byte(k), time.Minute)
+		if err != nil || !swapped {
+			t.Fatalf("CompareAndSwap(%q) = %t, %v", k, swapped, err)
+		}
+		recs[i] = rec
+	}
+	for i, k := range keys {
+		got, err := s.Get(t.Context(), k)
+		if err != nil || got.Version != recs[i].Version || string(got.Value) != k {
+			t.Errorf("Get(%q) = %+v, %v; want %+v", k, got, err, recs[i])
+		}
+	}
+}
+
+func TestSweepDeletesExpiredRowsInBatches(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url, postgres.WithSweepInterval(-1))
+	pool := newPool(t, url, 2)
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	// 2500 expired rows: three batches' worth, written directly.
+	execSQL(t, url, `INSERT INTO `+table+` (key, value, expires_at)
+		SELECT convert_to('expired' || g, 'UTF8'), '\x00', clock_timestamp() - interval '1 second' FROM generate_series(1, 2500) g`)
+	for i := range 10 {
+		if _, _, err := s.CompareAndSwap(t.Context(), fmt.Sprintf("live%d", i), 0, []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A row another client holds is skipped, not waited for.
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `SELECT FROM `+table+` WHERE key = 'expired7' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	deleted, err := s.Sweep(ctx)
+	if err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if deleted != 2499 {
+		t.Errorf("Sweep deleted %d rows, want 2499 (2500 expired, one of them locked)", deleted)
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err = s.Sweep(ctx); err != nil || deleted != 1 {
+		t.Errorf("second Sweep = %d, %v; want 1, the row that was locked", deleted, err)
+	}
+	if n := queryInt(t, pool, `SELECT count(*) FROM `+table); n != 10 {
+		t.Errorf("rows left = %d, want the 10 live ones", n)
+	}
+	if deleted, err = s.Sweep(ctx); err != nil || deleted != 0 {
+		t.Errorf("third Sweep = %d, %v; want 0", deleted, err)
+	}
+}
+
+func TestBackgroundSweep(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url, postgres.WithSweepInterval(20*time.Millisecond))
+	pool := newPool(t, url, 1)
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	execSQL(t, url, `INSERT INTO `+table+` (key, value, expires_at)
+		SELECT convert_to('expired' || g, 'UTF8'), '', clock_timestamp() - interval '1 second' FROM generate_series(1, 1500) g`)
+	if _, _, err := s.CompareAndSwap(t.Context(), "live", 0, []byte("v"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for queryInt(t, pool, `SELECT count(*) FROM `+table) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the background sweep did not delete the expired rows within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Close()
+	if _, err := s.Sweep(t.Context()); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Sweep after Close = %v, want storage.ErrClosed", err)
+	}
+}
+
+func TestConflictReturnsNewestRow(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url)
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	first, _, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("first"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another client changes the row and commits while the swap, which
+	// expects the old version, waits for its lock.
+	pool := newPool(t, url, 1)
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	var newer int64
+	if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		rec     storage.Record
+		swapped bool
+		err     error
+	}
+	done := make(chan result)
+	go func() {
+		rec, swapped, err := s.CompareAndSwap(t.Context(), "k", first.Version, []byte("mine"), time.Hour)
+		done <- result{rec, swapped, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // let the swap block on the row
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.err != nil || got.swapped || got.rec.Version != uint64(newer) || string(got.rec.Value) != "other" {
+		t.Errorf("CompareAndSwap(expected %d) = %+v, %t, %v; want the row committed meanwhile (Version %d, Value \"other\"), not swapped",
+			first.Version, got.rec, got.swapped, got.err, newer)
+	}
+}
+
+func TestErrorsWrapSentinelAndCause(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url)
+	dropTable(t, url, testbackend.Namespace(t))
+	_, _, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute)
+	var pgErr *pgconn.PgError
+	if !errors.Is(err, storage.ErrUnavailable) || !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
+		t.Fatalf("CompareAndSwap on a dropped table = %v, want an error wrapping storage.ErrUnavailable and the server's undefined_table", err)
+	}
+	if !strings.HasPrefix(err.Error(), `postgres: cas "k": `) {
+		t.Errorf("error %q does not start with the driver, operation and key", err)
+	}
+	for _, call := range []func() error{
+		func() error { _, err := s.Get(t.Context(), "k"); return err },
+		func() error { return s.Delete(t.Context(), "k") },
+	} {
+		if err := call(); !errors.Is(err, storage.ErrUnavailable) || !errors.As(err, &pgErr) {
+			t.Errorf("got %v, want an error wrapping storage.ErrUnavailable and *pgconn.PgError", err)
+		}
+	}
+}
+
+func TestNewNeverClosesThePool(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	pool := newPool(t, url, 1)
+	table := testbackend.Namespace(t)
+	t.Cleanup(func() { dropTable(t, url, table) })
+	s, err := postgres.New(t.Context(), pool, postgres.WithTable(table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := pool.Ping(t.Context()); err != nil {
+		t.Errorf("pool after Close: %v", err)
+	}
+	if _, err := s.Get(t.Context(), "k"); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Get after Close = %v, want storage.ErrClosed", err)
+	}
+}
