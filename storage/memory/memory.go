@@ -36,8 +36,10 @@ func WithShards(n int) Option {
 
 // WithSweepInterval sets how often the janitor removes expired records.
 // Expired records read as absent whenever they are swept; the interval
-// only bounds how long they occupy memory. A very short interval costs
-// CPU. The default is one second; zero or a negative d means the default.
+// only bounds how long they occupy memory. Each sweep visits every record,
+// so a very short interval, or a short one on a store of millions of
+// keys, costs CPU. The default is one second; zero or a negative d means
+// the default.
 func WithSweepInterval(d time.Duration) Option {
 	return func(c *config) { c.sweepEvery = d }
 }
@@ -82,14 +84,14 @@ func New(opts ...Option) *Store {
 		mask:   uint64(n - 1),
 		seed:   maphash.MakeSeed(),
 		start:  time.Now(),
-		jan:    &janitor{stop: make(chan struct{}), done: make(chan struct{})},
+		jan:    &janitor{every: every, stop: make(chan struct{}), done: make(chan struct{})},
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]entry)
 	}
 	start := s.start
 	now := func() int64 { return int64(time.Since(start)) }
-	go s.jan.run(s.shards, now, every)
+	go s.jan.run(s.shards, now)
 	// A Store dropped without Close must not keep its janitor (and with it
 	// every shard) alive forever.
 	runtime.AddCleanup(s, (*janitor).halt, s.jan)

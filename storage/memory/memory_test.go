@@ -102,6 +102,18 @@ func TestWithShards(t *testing.T) {
 	}
 }
 
+func TestWithSweepInterval(t *testing.T) {
+	for _, c := range []struct{ d, want time.Duration }{
+		{-time.Second, time.Second}, {0, time.Second}, {time.Nanosecond, time.Nanosecond}, {5 * time.Millisecond, 5 * time.Millisecond}, {time.Hour, time.Hour},
+	} {
+		s := memory.New(memory.WithSweepInterval(c.d))
+		if got := memory.SweepInterval(s); got != c.want {
+			t.Errorf("WithSweepInterval(%v): interval %v, want %v", c.d, got, c.want)
+		}
+		s.Close()
+	}
+}
+
 // An expired record reads as absent before the janitor removes it, and a
 // swap on it with expected 0 reuses the slot.
 func TestExpiredIsAbsentBeforeSweep(t *testing.T) {

@@ -113,15 +113,16 @@ func (sh *shard) close() {
 // never the Store, so that a Store dropped without Close can still be
 // collected (and its janitor stopped by a cleanup).
 type janitor struct {
-	once sync.Once
+	every time.Duration
+	once  sync.Once
 	stop chan struct{}
 	done chan struct{}
 }
 
 // run sweeps every shard each interval until halt.
-func (j *janitor) run(shards []shard, now func() int64, every time.Duration) {
+func (j *janitor) run(shards []shard, now func() int64) {
 	defer close(j.done)
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(j.every)
 	defer tick.Stop()
 	for {
 		select {
