@@ -25,6 +25,9 @@ func TestRunStoreReference(t *testing.T) {
 func TestChecksCatchBrokenStores(t *testing.T) {
 	checks := make(map[string]storeCheck)
 	for _, c := range storeChecks() {
+		if _, dup := checks[c.name]; dup {
+			t.Errorf("two checks are named %s", c.name)
+		}
 		checks[c.name] = c
 	}
 	aimed := make(map[string]bool)
