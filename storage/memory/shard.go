@@ -115,8 +115,8 @@ func (sh *shard) close() {
 type janitor struct {
 	every time.Duration
 	once  sync.Once
-	stop chan struct{}
-	done chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 // run sweeps every shard each interval until halt.
