@@ -26,7 +26,11 @@ func RunLimiter(t *testing.T, newStore NewStore) {
 	t.Helper()
 	for _, c := range limiterChecks {
 		t.Run(c.name, func(t *testing.T) {
-			if err := c.check(t, newStore); err != nil {
+			err := c.check(t, newStore)
+			if errors.Is(err, errNotApplicable) {
+				t.Skip(err)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -51,7 +55,14 @@ var limiterChecks = []limiterCheck{
 	{"ConcurrentOneKeyExact", checkConcurrentOneKey},
 	{"TwoHandlesShareExactly", checkTwoHandles},
 	{"CorruptRecordIsAnError", checkCorrupt},
+	{"Refund", checkRefund},
+	{"RefundConcurrentExact", checkRefundConcurrent},
+	{"StoreClockSharesAcrossSkew", checkStoreClock},
 }
+
+// errNotApplicable marks a check that does not apply to the store (it
+// lacks an optional interface); the subtest is skipped.
+var errNotApplicable = errors.New("not applicable")
 
 // t0 is the manual clock's start: any fixed time works.
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -414,6 +425,122 @@ func checkCorrupt(tb testing.TB, newStore NewStore) error {
 	}
 	if string(rec.Value) != string(garbage) {
 		return fmt.Errorf("the corrupt record was overwritten with %q", rec.Value)
+	}
+	return nil
+}
+
+func checkRefund(tb testing.TB, newStore NewStore) error {
+	h, err := newHarness(tb, newStore, limiter.Bucket{Capacity: 5, Period: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	s := time.Second
+	if err := h.run("k", []step{{0, 5, allowed(5, 0, 10*s)}, {0, 1, denied(5, 0, 2*s, 10*s)}}); err != nil {
+		return err
+	}
+	if err := h.lim.Refund(h.ctx, "k", 2); err != nil {
+		return fmt.Errorf("Refund(2): %w", err)
+	}
+	// The refund is seen at once, although the key was exhausted.
+	if err := h.run("k", []step{{0, 0, allowed(5, 2, 6*s)}, {0, 1, allowed(5, 1, 8*s)}}); err != nil {
+		return err
+	}
+	if err := h.lim.Refund(h.ctx, "k", 100); err != nil {
+		return fmt.Errorf("Refund(100): %w", err)
+	}
+	if err := h.run("k", []step{{0, 0, allowed(5, 5, 0)}}); err != nil {
+		return fmt.Errorf("a refund never fills above capacity: %w", err)
+	}
+	if err := h.lim.Refund(h.ctx, "fresh", 1); err != nil {
+		return fmt.Errorf("Refund on an unused key: %w", err)
+	}
+	return h.run("fresh", []step{{0, 0, allowed(5, 5, 0)}})
+}
+
+// checkRefundConcurrent takes and refunds from many goroutines over two
+// store handles: every token taken and given back must be there at the
+// end.
+func checkRefundConcurrent(tb testing.TB, newStore NewStore) error {
+	clock := fakeclock.New(t0)
+	b := []limiter.Bucket{{Capacity: 40, Period: time.Hour}}
+	var lims []*limiter.Limiter
+	for range 2 {
+		lim, err := limiter.New(newStore(tb), b, limiter.WithClock(clock))
+		if err != nil {
+			return err
+		}
+		lims = append(lims, lim)
+	}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var kept atomic.Int64
+	errs := make(chan error, 16)
+	for g := range 16 {
+		lim := lims[g%2]
+		wg.Go(func() {
+			for i := range 8 {
+				d, err := lim.AllowN(ctx, "k", 2)
+				if err == nil && d.Allowed {
+					if i%2 == 0 {
+						err = lim.Refund(ctx, "k", 2)
+					}
+					if i%2 != 0 || errors.Is(err, limiter.ErrContention) {
+						kept.Add(2) // kept, or a refund that was not applied
+					}
+				}
+				if err != nil && !errors.Is(err, limiter.ErrContention) {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	d, err := lims[0].Peek(ctx, "k")
+	if err != nil {
+		return err
+	}
+	if want := 40 - kept.Load(); d.Remaining != want {
+		return fmt.Errorf("after concurrent takes and refunds: %d left, want %d (40 minus %d kept)", d.Remaining, want, kept.Load())
+	}
+	return nil
+}
+
+// checkStoreClock runs two limiters whose clocks are an hour apart on a
+// bucket of 3 per 3 hours: on the store's clock they admit exactly 3
+// between them. (On their own clocks, the one an hour ahead would see a
+// token more refilled.)
+func checkStoreClock(tb testing.TB, newStore NewStore) error {
+	store := newStore(tb)
+	if _, ok := store.(storage.TimedStore); !ok {
+		return fmt.Errorf("%w: the store does not implement storage.TimedStore", errNotApplicable)
+	}
+	b := []limiter.Bucket{{Capacity: 3, Period: 3 * time.Hour}}
+	var lims []*limiter.Limiter
+	for _, at := range []time.Time{t0, t0.Add(time.Hour)} {
+		lim, err := limiter.New(newStore(tb), b, limiter.WithClock(fakeclock.New(at)), limiter.WithStoreClock())
+		if err != nil {
+			return err
+		}
+		lims = append(lims, lim)
+	}
+	ctx := context.Background()
+	var admitted int
+	for i := range 12 {
+		d, err := lims[i%2].Allow(ctx, "k")
+		if err != nil {
+			return err
+		}
+		if d.Allowed {
+			admitted++
+		}
+	}
+	if admitted != 3 {
+		return fmt.Errorf("two limiters an hour apart on the store clock admitted %d, want 3", admitted)
 	}
 	return nil
 }

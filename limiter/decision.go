@@ -20,4 +20,8 @@ type Decision struct {
 	RetryAfter time.Duration
 	// ResetAfter is the wait until the binding bucket is full again.
 	ResetAfter time.Duration
+	// DryRun is set when the limiter, made WithDryRun, allowed a call it
+	// would have denied; the other fields then describe the denial, and
+	// nothing was taken.
+	DryRun bool
 }

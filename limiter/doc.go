@@ -24,7 +24,24 @@
 //     should slow down rather than fail. It fails at once when its
 //     context's deadline comes before the token would.
 //   - Peek reports a key's state without taking anything; Reset fills a
-//     key's buckets again (after a successful login, say).
+//     key's buckets again (after a successful login, say); Refund gives
+//     tokens back for work that was admitted but not done.
+//
+// ParseBuckets reads limits written as text ("5/10s, 100/h"), the form
+// Bucket.String writes, for flags and configuration files.
+//
+// # Operating it
+//
+//   - WithObserver reports every decision (with its latency, store calls,
+//     retries, and whether the cache served it) and every store error;
+//     package otelobserver turns them into OpenTelemetry metrics.
+//   - WithDryRun decides and reports as usual but allows every call, so a
+//     new limit can be watched before it is enforced.
+//   - WithFallback decides with a local limiter while the store fails.
+//   - WithStoreClock decides on the store's clock (Redis, PostgreSQL), so
+//     that processes with skewed clocks share one exact limit. On
+//     application clocks, two processes whose clocks are s apart can admit
+//     up to s*C/P more calls per bucket than the limit, rounded up.
 //
 // # Decisions
 //
@@ -73,9 +90,9 @@
 //
 //   - Denials served from the cache report the Remaining and RetryAfter of
 //     the last record seen; another process may since have taken more, so
-//     they are upper and lower bounds respectively. A Reset in another
-//     process is seen by this one only once its cached state would allow
-//     the call anyway, or the key leaves the cache.
+//     they are upper and lower bounds respectively. A Reset or Refund in
+//     another process is seen by this one only once its cached state would
+//     allow the call anyway, or the key leaves the cache.
 //   - A call whose context ends while it waits behind another's store call
 //     may still have been counted.
 //   - Time comes from each process's clock. Processes whose clocks

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-go/sluice/storage"
@@ -29,12 +30,19 @@ const maxAttempts = 16
 // limiters in many processes may share one store: the package
 // documentation explains how one compare-and-swap decides each call.
 type Limiter struct {
-	store  storage.Store
-	rules  []Bucket // canonical order: by Period, then Capacity
-	fp     uint32
-	prefix string // name + ":"
-	clock  Clock
-	cache  *cache
+	store    storage.Store
+	timed    storage.TimedStore // set with WithStoreClock
+	rules    []Bucket           // canonical order: by Period, then Capacity
+	fp       uint32
+	prefix   string // name + ":"
+	clock    Clock
+	cache    *cache
+	observer Observer
+	dryRun   bool
+	fallback *Limiter
+
+	offset      atomic.Int64 // store clock minus local clock, in ns
+	offsetKnown atomic.Bool
 }
 
 // New returns a Limiter that keeps its state in store and admits a call
@@ -78,14 +86,25 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 	if !cfg.nameSet {
 		cfg.name = defaultName(rules)
 	}
-	return &Limiter{
-		store:  store,
-		rules:  rules,
-		fp:     fingerprint(rules),
-		prefix: cfg.name + ":",
-		clock:  cfg.clock,
-		cache:  newCache(cfg.cacheSize),
-	}, nil
+	l := &Limiter{
+		store:    store,
+		rules:    rules,
+		fp:       fingerprint(rules),
+		prefix:   cfg.name + ":",
+		clock:    cfg.clock,
+		cache:    newCache(cfg.cacheSize),
+		observer: cfg.observer,
+		dryRun:   cfg.dryRun,
+		fallback: cfg.fallback,
+	}
+	if cfg.storeClock {
+		timed, ok := store.(storage.TimedStore)
+		if !ok {
+			return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it does not implement storage.TimedStore)", ErrInvalidOption, store)
+		}
+		l.timed = timed
+	}
+	return l, nil
 }
 
 // Buckets returns the limiter's buckets in its canonical order (by
@@ -109,28 +128,47 @@ func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (Decision,
 	if err := l.check(key, cost); err != nil {
 		return Decision{}, err
 	}
-	s := l.cache.get(key, l.prefix)
-	// An exhausted key is denied from the last record seen: other writers
-	// can only have taken tokens since, never added them.
-	if s.have {
-		if _, d := decide(l.rules, s.st, l.now(), cost, false); !d.Allowed {
-			s.mu.Unlock()
-			return d, nil
+	var start time.Time
+	if l.observer != nil {
+		start = time.Now()
+	}
+	d, st, err := l.do(ctx, key, op{cost: cost})
+	if err != nil {
+		return l.failed(ctx, "AllowN", key, cost, start, st, err)
+	}
+	if l.observer != nil {
+		l.observer.OnDecision(Event{Method: "AllowN", Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
+			StoreCalls: st.calls, Retries: st.retries, Cached: st.cached})
+	}
+	if l.dryRun && !d.Allowed {
+		d.Allowed, d.DryRun = true, true
+	}
+	return d, nil
+}
+
+// Refund gives n tokens back to every bucket of key, never above its
+// capacity: for work that was admitted but not done. It is exact under
+// concurrency, like AllowN.
+func (l *Limiter) Refund(ctx context.Context, key string, n int64) error {
+	if err := l.checkKey(key); err != nil {
+		return err
+	}
+	if n <= 0 {
+		return fmt.Errorf("%w: refund of %d", ErrInvalidCost, n)
+	}
+	var start time.Time
+	if l.observer != nil {
+		start = time.Now()
+	}
+	_, st, err := l.do(ctx, key, op{cost: n, refund: true})
+	if err != nil {
+		l.observeError("Refund", key, n, start, st, err)
+		if l.fallback != nil && fallsBack(ctx, err) {
+			return l.fallback.Refund(ctx, key, n)
 		}
+		return err
 	}
-	if !s.busy {
-		s.busy = true
-		s.mu.Unlock()
-		d, err := l.lead(ctx, s, cost, nil)
-		l.cache.release(key, s)
-		return d, err
-	}
-	w := &waiter{cost: cost, done: make(chan struct{})}
-	s.pending = append(s.pending, w)
-	s.mu.Unlock()
-	d, err := l.await(ctx, s, w)
-	l.cache.release(key, s)
-	return d, err
+	return nil
 }
 
 // Wait blocks until a call of cost 1 on key is allowed (and takes the
@@ -164,15 +202,18 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	if err := l.check(key, 1); err != nil {
 		return Decision{}, err
 	}
-	storeKey := l.prefix + key
-	rec, err := l.store.Get(ctx, storeKey)
-	if err != nil {
-		return Decision{}, err
+	var start time.Time
+	if l.observer != nil {
+		start = time.Now()
 	}
-	now := l.now()
-	st, err := l.decode(storeKey, rec, now)
+	storeKey := l.prefix + key
+	rec, err := l.get(ctx, storeKey)
+	var st state
+	if err == nil {
+		st, err = l.decode(storeKey, rec, l.now())
+	}
 	if err != nil {
-		return Decision{}, err
+		return l.failed(ctx, "Peek", key, 0, start, stats{calls: 1}, err)
 	}
 	if s := l.cache.lookup(key); s != nil {
 		if !s.have || rec.Version > s.version {
@@ -180,14 +221,22 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 		}
 		s.mu.Unlock()
 	}
-	_, d := decide(l.rules, st, now, 1, false)
+	_, d := decide(l.rules, st, l.now(), 1, false)
+	if l.observer != nil {
+		l.observer.OnDecision(Event{Method: "Peek", Key: key, Decision: d, Latency: time.Since(start), StoreCalls: 1})
+	}
 	return d, nil
 }
 
-// Reset makes key's buckets full again by deleting its record.
+// Reset makes key's buckets full again by deleting its record (and the
+// fallback limiter's, if any).
 func (l *Limiter) Reset(ctx context.Context, key string) error {
-	if err := l.check(key, 1); err != nil {
+	if err := l.checkKey(key); err != nil {
 		return err
+	}
+	var start time.Time
+	if l.observer != nil {
+		start = time.Now()
 	}
 	err := l.store.Delete(ctx, l.prefix+key)
 	// Forget the cached record even on error: the delete may have landed.
@@ -196,13 +245,98 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 		s.have = false
 		s.mu.Unlock()
 	}
+	if l.fallback != nil {
+		if ferr := l.fallback.Reset(ctx, key); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil {
+		l.observeError("Reset", key, 0, start, stats{calls: 1}, err)
+	}
 	return err
 }
 
-func (l *Limiter) now() int64 { return l.clock.Now().UnixNano() }
+// failed reports a failed call and lets the fallback limiter decide
+// instead when there is one and the error is the store's.
+func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, start time.Time, st stats, err error) (Decision, error) {
+	l.observeError(method, key, cost, start, st, err)
+	if l.fallback == nil || !fallsBack(ctx, err) {
+		return Decision{}, err
+	}
+	var d Decision
+	if method == "Peek" {
+		d, err = l.fallback.Peek(ctx, key)
+	} else {
+		d, err = l.fallback.AllowN(ctx, key, cost)
+	}
+	if err != nil {
+		return Decision{}, err
+	}
+	if l.observer != nil {
+		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
+			StoreCalls: st.calls, Retries: st.retries, Fallback: true})
+	}
+	if l.dryRun && !d.Allowed {
+		d.Allowed, d.DryRun = true, true
+	}
+	return d, nil
+}
 
-// check validates a call's key and cost.
-func (l *Limiter) check(key string, cost int64) error {
+func (l *Limiter) observeError(method, key string, cost int64, start time.Time, st stats, err error) {
+	if l.observer != nil {
+		l.observer.OnError(Event{Method: method, Key: key, Cost: cost, Err: err, Latency: time.Since(start),
+			StoreCalls: st.calls, Retries: st.retries})
+	}
+}
+
+// fallsBack reports whether err is the store's failure, which the fallback
+// limiter may cover, rather than the caller's context ending.
+func fallsBack(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// now returns the time to decide on, in Unix nanoseconds: the clock's,
+// plus the store clock's offset when the limiter uses it.
+func (l *Limiter) now() int64 {
+	return l.clock.Now().UnixNano() + l.offset.Load()
+}
+
+// learn records the store's time from a reply received at local time
+// local.
+func (l *Limiter) learn(server time.Time, local time.Time) {
+	if server.IsZero() {
+		return
+	}
+	l.offset.Store(server.UnixNano() - local.UnixNano())
+	l.offsetKnown.Store(true)
+}
+
+// get reads a record, learning the store's clock when the limiter uses it.
+func (l *Limiter) get(ctx context.Context, storeKey string) (storage.Record, error) {
+	if l.timed == nil {
+		return l.store.Get(ctx, storeKey)
+	}
+	rec, at, err := l.timed.GetTimed(ctx, storeKey)
+	if err == nil {
+		l.learn(at, l.clock.Now())
+	}
+	return rec, err
+}
+
+// cas swaps a record, learning the store's clock when the limiter uses it.
+func (l *Limiter) cas(ctx context.Context, storeKey string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	if l.timed == nil {
+		return l.store.CompareAndSwap(ctx, storeKey, expected, value, ttl)
+	}
+	rec, swapped, at, err := l.timed.CompareAndSwapTimed(ctx, storeKey, expected, value, ttl)
+	if err == nil {
+		l.learn(at, l.clock.Now())
+	}
+	return rec, swapped, err
+}
+
+// checkKey validates a key.
+func (l *Limiter) checkKey(key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", ErrInvalidKey)
 	}
@@ -213,6 +347,14 @@ func (l *Limiter) check(key string, cost int64) error {
 		if key[i] == 0 {
 			return fmt.Errorf("%w: key %q holds a NUL byte", ErrInvalidKey, key)
 		}
+	}
+	return nil
+}
+
+// check validates a call's key and cost.
+func (l *Limiter) check(key string, cost int64) error {
+	if err := l.checkKey(key); err != nil {
+		return err
 	}
 	if cost <= 0 {
 		return fmt.Errorf("%w: %d", ErrInvalidCost, cost)
@@ -241,171 +383,8 @@ func (l *Limiter) decode(storeKey string, rec storage.Record, now int64) (state,
 	return st, nil
 }
 
-// A waiter is a call that arrived while another call on the same key had
-// a store call in flight.
-type waiter struct {
-	cost  int64
-	done  chan struct{} // closed when d and err are set, or when leading
-	state waiterState   // guarded by the slot's mu
-	batch []*waiter     // when leading: the calls to decide with it
-	d     Decision
-	err   error
-}
-
-type waiterState int
-
-const (
-	queued    waiterState = iota // in slot.pending
-	batched                      // taken into a flight; d and err will be set
-	leading                      // handed the next flight
-	abandoned                    // its caller left (context done)
-)
-
-// await waits for w's decision, or for w to be handed the next flight.
-func (l *Limiter) await(ctx context.Context, s *slot, w *waiter) (Decision, error) {
-	select {
-	case <-w.done:
-	case <-ctx.Done():
-		s.mu.Lock()
-		switch w.state {
-		case queued:
-			s.pending = slices.DeleteFunc(s.pending, func(x *waiter) bool { return x == w })
-			w.state = abandoned
-			s.mu.Unlock()
-			return Decision{}, ctx.Err()
-		case batched:
-			// Its cost may be counted by the flight in progress; the
-			// caller is told the outcome is unknown.
-			w.state = abandoned
-			s.mu.Unlock()
-			return Decision{}, ctx.Err()
-		}
-		s.mu.Unlock()
-		<-w.done // leading: the handover is done or about to be
-	}
-	if w.state == leading { // set before done was closed
-		return l.lead(ctx, s, w.cost, w.batch)
-	}
-	return w.d, w.err
-}
-
-// lead runs one flight for a call of the given cost and the batch handed to
-// it, then hands the calls that queued meanwhile to the first of them.
-// s.busy is set by the caller.
-func (l *Limiter) lead(ctx context.Context, s *slot, cost int64, batch []*waiter) (Decision, error) {
-	s.mu.Lock()
-	// Callers that left while the batch was handed over are not counted.
-	batch = slices.DeleteFunc(batch, func(w *waiter) bool { return w.state == abandoned })
-	for _, w := range s.pending {
-		w.state = batched
-		batch = append(batch, w)
-	}
-	s.pending = s.pending[:0]
-	have, version, st, gen := s.have, s.version, s.st, s.gen
-	s.mu.Unlock()
-
-	d, err := l.flight(ctx, s, cost, batch, have, version, st, gen)
-
-	// A flight that failed only because this caller's context ended must
-	// not fail the others: they go to the next leader.
-	var retry []*waiter
-	if err != nil && ctx.Err() != nil {
-		retry = batch
-	} else {
-		for _, w := range batch {
-			close(w.done)
-		}
-	}
-
-	s.mu.Lock()
-	next := append(retry, s.pending...)
-	s.pending = s.pending[:0]
-	var leader *waiter
-	for i, w := range next {
-		if w.state == abandoned {
-			continue
-		}
-		leader = w
-		leader.state = leading
-		leader.batch = next[i+1:]
-		for _, b := range leader.batch {
-			if b.state == queued {
-				b.state = batched
-			}
-		}
-		break
-	}
-	s.busy = leader != nil
-	s.mu.Unlock()
-	if leader != nil {
-		close(leader.done)
-	}
-	return d, err
-}
-
-// flight decides the leader's call and its batch against the store: one
-// compare-and-swap for all of them, retried from the returned record on
-// conflict. It sets each batched waiter's d and err.
-func (l *Limiter) flight(ctx context.Context, s *slot, cost int64, batch []*waiter, have bool, version uint64, cur state, gen uint64) (Decision, error) {
-	if !have {
-		// Assume absent: right for a new key at no cost, and a conflict
-		// returns the record otherwise.
-		version, cur = 0, fullState(l.rules, l.now())
-	}
-	fail := func(err error) (Decision, error) {
-		s.mu.Lock()
-		if s.gen == gen {
-			s.have = false // the write may have landed: read again next time
-		}
-		s.mu.Unlock()
-		for _, w := range batch {
-			w.err = err
-		}
-		return Decision{}, err
-	}
-	for attempt := 1; ; attempt++ {
-		now := l.now()
-		st, d := decide(l.rules, cur, now, cost, true)
-		wrote := d.Allowed
-		for _, w := range batch {
-			var wd Decision
-			st, wd = decide(l.rules, st, now, w.cost, true)
-			w.d, wrote = wd, wrote || wd.Allowed
-		}
-		if !wrote {
-			// All denied: nothing to write.
-			return d, nil
-		}
-		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &st)
-		rec, swapped, err := l.store.CompareAndSwap(ctx, s.key, version, s.buf, retention(l.rules, &st, now))
-		if err != nil {
-			return fail(err)
-		}
-		if swapped {
-			s.mu.Lock()
-			if s.gen == gen {
-				s.have, s.version, s.st = true, rec.Version, st
-			}
-			s.mu.Unlock()
-			return d, nil
-		}
-		if attempt == maxAttempts {
-			return fail(fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt))
-		}
-		if cur, err = l.decode(s.key, rec, now); err != nil {
-			return fail(err)
-		}
-		version = rec.Version
-		if attempt > 1 {
-			if err := backoff(ctx, attempt); err != nil {
-				return fail(err)
-			}
-		}
-	}
-}
-
 // backoff sleeps a random time that grows with the attempt, up to about
-// 10ms; the first retry does not wait, since it already has the record.
+// 10ms.
 func backoff(ctx context.Context, attempt int) error {
 	ceiling := time.Duration(50<<min(attempt, 8)) * time.Microsecond
 	t := time.NewTimer(rand.N(ceiling) + time.Microsecond)

@@ -9,10 +9,15 @@ import (
 type Option func(*config)
 
 type config struct {
-	name      string
-	nameSet   bool
-	clock     Clock
-	cacheSize int
+	name       string
+	nameSet    bool
+	clock      Clock
+	cacheSize  int
+	storeClock bool
+	observer   Observer
+	dryRun     bool
+	fallback   *Limiter
+	fallbackOK bool // WithFallback was given
 }
 
 // MaxNameLen is the longest name WithName accepts, in bytes.
@@ -46,7 +51,47 @@ func WithCacheSize(n int) Option {
 	return func(c *config) { c.cacheSize = n }
 }
 
+// WithStoreClock makes the limiter decide on the store's clock rather
+// than the application's, so that processes whose clocks disagree still
+// share one exact limit. The store must implement storage.TimedStore (the
+// Redis and PostgreSQL drivers do); New fails otherwise. The limiter learns
+// the offset between the two clocks from every reply, at no extra round
+// trip except one read on its first call; the clock given with WithClock
+// then only measures time between replies. The default is the
+// application's clock.
+func WithStoreClock() Option {
+	return func(c *config) { c.storeClock = true }
+}
+
+// WithObserver sends every decision and every store error to o, for
+// metrics and logs. The default is no observer, which costs nothing. o
+// must be safe for concurrent use and should return quickly.
+func WithObserver(o Observer) Option {
+	return func(c *config) { c.observer = o }
+}
+
+// WithDryRun makes the limiter decide and report as usual but allow every
+// call: a denial is returned as Allowed with DryRun set (and takes
+// nothing), and observers see the real decision. Use it to watch a new
+// limit before enforcing it. The default is to enforce.
+func WithDryRun() Option {
+	return func(c *config) { c.dryRun = true }
+}
+
+// WithFallback decides with local when the store fails, instead of
+// returning the error: typically a limiter on the memory store with the
+// same buckets, so that each process goes on limiting on its own during
+// an outage. The store error still reaches the observer. Context errors
+// and refused input are returned as usual. The default is no fallback; a
+// nil local is an error.
+func WithFallback(local *Limiter) Option {
+	return func(c *config) { c.fallback, c.fallbackOK = local, true }
+}
+
 func (c *config) validate() error {
+	if c.fallbackOK && c.fallback == nil {
+		return fmt.Errorf("%w: nil fallback limiter", ErrInvalidOption)
+	}
 	if c.clock == nil {
 		return fmt.Errorf("%w: nil clock", ErrInvalidOption)
 	}

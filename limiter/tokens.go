@@ -171,3 +171,17 @@ func addSat(a, b time.Duration) time.Duration {
 	}
 	return a + b
 }
+
+// refund gives n tokens back to every bucket of cur at now, never above
+// capacity.
+func refund(rules []Bucket, cur state, now, n int64) state {
+	next, _ := decide(rules, cur, now, 1, false) // refill to now
+	for i, b := range rules {
+		if l := next.levels[i]; l.whole >= b.Capacity-n {
+			next.levels[i] = level{whole: b.Capacity}
+		} else {
+			next.levels[i].whole += n
+		}
+	}
+	return next
+}

@@ -1,0 +1,249 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// This file is the compare-and-swap loop, with its batching: per key, at
+// most one store call is in flight; calls that arrive meanwhile queue and
+// are decided together, in arrival order, by the next one.
+
+// op is one call to decide: take cost tokens, or give them back.
+type op struct {
+	cost   int64
+	refund bool
+}
+
+// stats describe how a call was decided, for observers.
+type stats struct {
+	calls   int  // store calls
+	retries int  // compare-and-swaps lost
+	cached  bool // denied from the cache
+}
+
+// do decides o on key: from the cache when it can only be a denial,
+// otherwise in a flight of its own or in the batch of another call's.
+func (l *Limiter) do(ctx context.Context, key string, o op) (Decision, stats, error) {
+	s := l.cache.get(key, l.prefix)
+	// An exhausted key is denied from the last record seen: other writers
+	// can only have taken tokens since, never added them.
+	if s.have && !o.refund {
+		if _, d := decide(l.rules, s.st, l.now(), o.cost, false); !d.Allowed {
+			s.mu.Unlock()
+			return d, stats{cached: true}, nil
+		}
+	}
+	var d Decision
+	var st stats
+	var err error
+	if !s.busy {
+		s.busy = true
+		s.mu.Unlock()
+		d, st, err = l.lead(ctx, s, o, nil)
+	} else {
+		w := &waiter{op: o, done: make(chan struct{})}
+		s.pending = append(s.pending, w)
+		s.mu.Unlock()
+		d, st, err = l.await(ctx, s, w)
+	}
+	l.cache.release(key, s)
+	return d, st, err
+}
+
+// A waiter is a call that arrived while another call on the same key had
+// a store call in flight.
+type waiter struct {
+	op
+	done  chan struct{} // closed when d, st and err are set, or when leading
+	state waiterState   // guarded by the slot's mu
+	batch []*waiter     // when leading: the calls to decide with it
+	d     Decision
+	st    stats
+	err   error
+}
+
+type waiterState int
+
+const (
+	queued    waiterState = iota // in slot.pending
+	batched                      // taken into a flight; d and err will be set
+	leading                      // handed the next flight
+	abandoned                    // its caller left (context done)
+)
+
+// await waits for w's decision, or for w to be handed the next flight.
+func (l *Limiter) await(ctx context.Context, s *slot, w *waiter) (Decision, stats, error) {
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		switch w.state {
+		case queued:
+			s.pending = slices.DeleteFunc(s.pending, func(x *waiter) bool { return x == w })
+			w.state = abandoned
+			s.mu.Unlock()
+			return Decision{}, stats{}, ctx.Err()
+		case batched:
+			// Its cost may be counted by the flight in progress; the
+			// caller is told the outcome is unknown.
+			w.state = abandoned
+			s.mu.Unlock()
+			return Decision{}, stats{}, ctx.Err()
+		}
+		s.mu.Unlock()
+		<-w.done // leading: the handover is done or about to be
+	}
+	if w.state == leading { // set before done was closed
+		return l.lead(ctx, s, w.op, w.batch)
+	}
+	return w.d, w.st, w.err
+}
+
+// lead runs one flight for o and the batch handed to it, then hands the
+// calls that queued meanwhile to the first of them. s.busy is set by the
+// caller.
+func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Decision, stats, error) {
+	s.mu.Lock()
+	// Callers that left while the batch was handed over are not counted.
+	batch = slices.DeleteFunc(batch, func(w *waiter) bool { return w.state == abandoned })
+	for _, w := range s.pending {
+		w.state = batched
+		batch = append(batch, w)
+	}
+	s.pending = s.pending[:0]
+	have, version, cur, gen := s.have, s.version, s.st, s.gen
+	s.mu.Unlock()
+
+	d, st, err := l.flight(ctx, s, o, batch, have, version, cur, gen)
+
+	// A flight that failed only because this caller's context ended must
+	// not fail the others: they go to the next leader.
+	var retry []*waiter
+	if err != nil && ctx.Err() != nil {
+		retry = batch
+	} else {
+		for _, w := range batch {
+			close(w.done)
+		}
+	}
+
+	s.mu.Lock()
+	next := append(retry, s.pending...)
+	s.pending = s.pending[:0]
+	var leader *waiter
+	for i, w := range next {
+		if w.state == abandoned {
+			continue
+		}
+		leader = w
+		leader.state = leading
+		leader.batch = next[i+1:]
+		for _, b := range leader.batch {
+			if b.state == queued {
+				b.state = batched
+			}
+		}
+		break
+	}
+	s.busy = leader != nil
+	s.mu.Unlock()
+	if leader != nil {
+		close(leader.done)
+	}
+	return d, st, err
+}
+
+// flight decides o and its batch against the store: one compare-and-swap
+// for all of them, retried from the returned record on conflict. It sets
+// each batched waiter's d, st and err.
+func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, have bool, version uint64, cur state, gen uint64) (Decision, stats, error) {
+	var st stats
+	fail := func(err error) (Decision, stats, error) {
+		s.mu.Lock()
+		if s.gen == gen {
+			s.have = false // the write may have landed: read again next time
+		}
+		s.mu.Unlock()
+		for _, w := range batch {
+			w.st, w.err = st, err
+		}
+		return Decision{}, st, err
+	}
+	if l.timed != nil && !l.offsetKnown.Load() {
+		// The first call on the store's clock reads it.
+		st.calls++
+		rec, err := l.get(ctx, s.key)
+		if err == nil {
+			cur, err = l.decode(s.key, rec, l.now())
+		}
+		if err != nil {
+			return fail(err)
+		}
+		have, version = true, rec.Version
+	}
+	if !have {
+		// Assume absent: right for a new key at no cost, and a conflict
+		// returns the record otherwise.
+		version, cur = 0, fullState(l.rules, l.now())
+	}
+	for attempt := 1; ; attempt++ {
+		now := l.now()
+		next, d, wrote := l.apply(cur, now, o)
+		for _, w := range batch {
+			var wd Decision
+			var ww bool
+			next, wd, ww = l.apply(next, now, w.op)
+			w.d, wrote = wd, wrote || ww
+		}
+		if !wrote {
+			// All denied: nothing to write.
+			for _, w := range batch {
+				w.st = st
+			}
+			return d, st, nil
+		}
+		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &next)
+		st.calls++
+		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, retention(l.rules, &next, now))
+		if err != nil {
+			return fail(err)
+		}
+		if swapped {
+			s.mu.Lock()
+			if s.gen == gen {
+				s.have, s.version, s.st = true, rec.Version, next
+			}
+			s.mu.Unlock()
+			for _, w := range batch {
+				w.st = st
+			}
+			return d, st, nil
+		}
+		st.retries++
+		if attempt == maxAttempts {
+			return fail(fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt))
+		}
+		if cur, err = l.decode(s.key, rec, now); err != nil {
+			return fail(err)
+		}
+		version = rec.Version
+		// The first retry does not wait: it already has the record.
+		if attempt > 1 {
+			if err := backoff(ctx, attempt); err != nil {
+				return fail(err)
+			}
+		}
+	}
+}
+
+// apply decides o on cur at now: the next state, o's decision, and whether
+// the state must be written.
+func (l *Limiter) apply(cur state, now int64, o op) (state, Decision, bool) {
+	if o.refund {
+		return refund(l.rules, cur, now, o.cost), Decision{}, true
+	}
+	next, d := decide(l.rules, cur, now, o.cost, true)
+	return next, d, d.Allowed
+}

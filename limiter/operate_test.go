@@ -1,0 +1,205 @@
+package limiter_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/internal/fakeclock"
+	"github.com/sluice-go/sluice/limiter"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
+)
+
+// recorder is an Observer that keeps what it is told.
+type recorder struct {
+	mu        sync.Mutex
+	decisions []limiter.Event
+	errors    []limiter.Event
+}
+
+func (r *recorder) OnDecision(e limiter.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.decisions = append(r.decisions, e)
+}
+
+func (r *recorder) OnError(e limiter.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errors = append(r.errors, e)
+}
+
+func TestRefundRejects(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: time.Hour}})
+	ctx := context.Background()
+	for _, n := range []int64{0, -1} {
+		if err := lim.Refund(ctx, "k", n); !errors.Is(err, limiter.ErrInvalidCost) {
+			t.Errorf("Refund(%d) = %v, want ErrInvalidCost", n, err)
+		}
+	}
+	if err := lim.Refund(ctx, "", 1); !errors.Is(err, limiter.ErrInvalidKey) {
+		t.Errorf("Refund with an empty key = %v, want ErrInvalidKey", err)
+	}
+	fs.FailAll(storage.ErrUnavailable)
+	if err := lim.Refund(ctx, "k", 1); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Refund with the store down = %v, want storage.ErrUnavailable", err)
+	}
+}
+
+func TestDryRun(t *testing.T) {
+	rec := &recorder{}
+	lim, _, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: 10 * time.Second}}, limiter.WithDryRun(), limiter.WithObserver(rec))
+	ctx := context.Background()
+	for i, want := range []limiter.Decision{
+		{Allowed: true, Limit: 1, ResetAfter: 10 * time.Second},
+		{Allowed: true, DryRun: true, Limit: 1, RetryAfter: 10 * time.Second, ResetAfter: 10 * time.Second},
+		{Allowed: true, DryRun: true, Limit: 1, RetryAfter: 10 * time.Second, ResetAfter: 10 * time.Second},
+	} {
+		if d, err := lim.Allow(ctx, "k"); err != nil || d != want {
+			t.Errorf("call %d: %+v, %v; want %+v", i, d, err, want)
+		}
+	}
+	if len(rec.decisions) != 3 || rec.decisions[1].Decision.Allowed || !rec.decisions[1].Cached {
+		t.Errorf("observer saw %+v; want the real denial, from the cache", rec.decisions)
+	}
+}
+
+func TestObserver(t *testing.T) {
+	rec := &recorder{}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithObserver(rec))
+	ctx := context.Background()
+	lim.Allow(ctx, "k") // one compare-and-swap
+	lim.Allow(ctx, "k") // denied from the cache
+	fs.FailAll(storage.ErrUnavailable)
+	lim.Peek(ctx, "k")
+	lim.Reset(ctx, "k")
+	if len(rec.decisions) != 2 || len(rec.errors) != 2 {
+		t.Fatalf("observer saw %d decisions and %d errors, want 2 and 2", len(rec.decisions), len(rec.errors))
+	}
+	allowed, cached := rec.decisions[0], rec.decisions[1]
+	if allowed.Method != "AllowN" || allowed.Key != "k" || allowed.Cost != 1 || !allowed.Decision.Allowed ||
+		allowed.StoreCalls != 1 || allowed.Retries != 0 || allowed.Cached || allowed.Latency <= 0 {
+		t.Errorf("allowed call: %+v", allowed)
+	}
+	if cached.Decision.Allowed || cached.StoreCalls != 0 || !cached.Cached {
+		t.Errorf("cached denial: %+v", cached)
+	}
+	for i, method := range []string{"Peek", "Reset"} {
+		if e := rec.errors[i]; e.Method != method || !errors.Is(e.Err, storage.ErrUnavailable) {
+			t.Errorf("error %d: %+v, want %s with storage.ErrUnavailable", i, e, method)
+		}
+	}
+}
+
+func TestFallback(t *testing.T) {
+	local, err := limiter.New(memory.New(), []limiter.Bucket{{Capacity: 2, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 2, Period: time.Hour}}, limiter.WithFallback(local), limiter.WithObserver(rec))
+	fs.FailAll(storage.ErrUnavailable)
+	ctx := context.Background()
+	var got []bool
+	for range 3 {
+		d, err := lim.Allow(ctx, "k")
+		if err != nil {
+			t.Fatalf("with a fallback: %v", err)
+		}
+		got = append(got, d.Allowed)
+	}
+	if got[0] != true || got[1] != true || got[2] != false {
+		t.Errorf("fallback decisions %v, want [true true false]", got)
+	}
+	if len(rec.errors) != 3 || len(rec.decisions) != 3 || !rec.decisions[0].Fallback {
+		t.Errorf("observer: %d errors, decisions %+v; want 3 errors and 3 fallback decisions", len(rec.errors), rec.decisions)
+	}
+	// A caller's own context is not the store's failure.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if d, err := lim.Allow(cancelled, "other"); err == nil {
+		t.Errorf("with a cancelled context: %+v from the fallback, want the error", d)
+	}
+	if _, err := limiter.New(memory.New(), []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(nil)); !errors.Is(err, limiter.ErrInvalidOption) {
+		t.Errorf("WithFallback(nil): %v, want ErrInvalidOption", err)
+	}
+}
+
+// timedStore reports a manual clock as its backend's time.
+type timedStore struct {
+	storage.Store
+	clock *fakeclock.Clock
+}
+
+func (s timedStore) GetTimed(ctx context.Context, key string) (storage.Record, time.Time, error) {
+	rec, err := s.Get(ctx, key)
+	return rec, s.clock.Now(), err
+}
+
+func (s timedStore) CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
+	rec, ok, err := s.CompareAndSwap(ctx, key, expected, value, ttl)
+	return rec, ok, s.clock.Now(), err
+}
+
+// TestStoreClock: two limiters whose clocks are 5s apart admit exactly
+// the limit on the store's clock, and one token more on their own.
+func TestStoreClock(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	if _, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Second}}, limiter.WithStoreClock()); !errors.Is(err, limiter.ErrInvalidOption) {
+		t.Errorf("WithStoreClock on a store without a clock: %v, want ErrInvalidOption", err)
+	}
+	serverClock := fakeclock.New(t0)
+	store := timedStore{mem, serverClock}
+	b := []limiter.Bucket{{Capacity: 10, Period: 50 * time.Second}} // a token every 5s
+	run := func(name string, opts ...limiter.Option) int {
+		var lims []*limiter.Limiter
+		for _, skew := range []time.Duration{0, 5 * time.Second} {
+			lim, err := limiter.New(store, b, append(opts, limiter.WithName(name), limiter.WithClock(fakeclock.New(t0.Add(skew))))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lims = append(lims, lim)
+		}
+		admitted := 0
+		for i := range 40 {
+			d, err := lims[i%2].Allow(context.Background(), "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed {
+				admitted++
+			}
+		}
+		return admitted
+	}
+	if got := run("store", limiter.WithStoreClock()); got != 10 {
+		t.Errorf("on the store clock, 5s apart: admitted %d, want 10", got)
+	}
+	// The documented error bound: skew*C/P tokens, here one.
+	if got := run("app"); got != 11 {
+		t.Errorf("on application clocks 5s apart: admitted %d, want 11 (one token of skew)", got)
+	}
+}
+
+// TestNoAllocations: decisions without an observer allocate nothing once a
+// key is warm; a denial from the cache never does.
+func TestNoAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	mem := memory.New()
+	defer mem.Close()
+	lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	lim.Allow(ctx, "k")
+	if n := testing.AllocsPerRun(1000, func() { lim.Allow(ctx, "k") }); n != 0 {
+		t.Errorf("a cached denial allocates %v times", n)
+	}
+}
