@@ -186,7 +186,7 @@ func (s *Store) check(ctx context.Context, op, key string) error {
 
 // fail turns an error of the client into the driver's error for op on key.
 func (s *Store) fail(ctx context.Context, op, key string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+	if ctxErr := contextErr(ctx); ctxErr != nil && !errors.Is(err, ctxErr) {
 		// The call gave up because ctx ended, but the client reports the
 		// network deadline it derived from it: keep both.
 		return fmt.Errorf("redis: %s %q: %w: %w: %w", op, key, storage.ErrUnavailable, ctxErr, err)
@@ -199,6 +199,19 @@ func (s *Store) fail(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("redis: %s %q: server refused %s: %w: %w", op, key, refused(op), storage.ErrUnavailable, err)
 	}
 	return fmt.Errorf("redis: %s %q: %w: %w", op, key, storage.ErrUnavailable, err)
+}
+
+// contextErr returns ctx.Err(), or context.DeadlineExceeded once ctx's
+// deadline has passed even if its timer has not fired yet: the client's
+// network deadline, derived from it, may fire first.
+func contextErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func refused(op string) string {

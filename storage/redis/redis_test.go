@@ -3,8 +3,15 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,7 +19,9 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sluice-go/sluice/conformance"
+	"github.com/sluice-go/sluice/internal/fakeclock"
 	"github.com/sluice-go/sluice/internal/testbackend"
+	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/storage"
 	"github.com/sluice-go/sluice/storage/redis"
 )
@@ -164,4 +173,518 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	if _, err := redis.New(client); err != nil {
 		t.Errorf("New without options: %v", err)
 	}
+}
+
+// ownClient returns a client of srv, closed when t ends.
+func ownClient(t *testing.T, addr string) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestCluster(t *testing.T) {
+	addrs := startCluster(t)
+	newClusterStore := func(tb testing.TB) storage.Store {
+		client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
+		return openStore(tb, client, testPrefix(tb))
+	}
+	conformance.RunStore(t, newClusterStore)
+	conformance.RunLimiter(t, newClusterStore)
+
+	t.Run("KeysSpreadOverMasters", func(t *testing.T) {
+		ctx := t.Context()
+		client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
+		prefix := testPrefix(t)
+		s := openStore(t, client, prefix)
+		const n = 60
+		for i := range n {
+			if _, _, err := s.CompareAndSwap(ctx, fmt.Sprintf("user:%d", i), 0, []byte("v"), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var (
+			mu     sync.Mutex
+			counts = map[string]int{}
+		)
+		err := client.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			keys, err := c.Keys(ctx, prefix+"*").Result()
+			mu.Lock()
+			counts[c.Options().Addr] = len(keys)
+			mu.Unlock()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, addr := range addrs {
+			if counts[addr] == 0 {
+				t.Errorf("master %s holds none of the %d keys: %v", addr, n, counts)
+			}
+			total += counts[addr]
+		}
+		if total != n {
+			t.Errorf("masters hold %d keys in all, want %d: %v", total, n, counts)
+		}
+		// Keys that share a hash tag share a slot, as Redis hashes them.
+		a, errA := client.ClusterKeySlot(ctx, prefix+"{acct:7}:login").Result()
+		b, errB := client.ClusterKeySlot(ctx, prefix+"{acct:7}:api").Result()
+		if errA != nil || errB != nil || a != b {
+			t.Errorf("slots of two keys tagged {acct:7}: %d, %d (%v, %v); want one slot", a, b, errA, errB)
+		}
+	})
+}
+
+func TestRing(t *testing.T) {
+	addrs := map[string]string{"a": testbackend.StartRedis(t).Addr(), "b": testbackend.StartRedis(t).Addr()}
+	conformance.RunStore(t, func(tb testing.TB) storage.Store {
+		ring := goredis.NewRing(&goredis.RingOptions{Addrs: addrs, ContextTimeoutEnabled: true})
+		return openStore(tb, ring, testPrefix(tb))
+	})
+}
+
+// A value under one of our keys that sluice did not write is an error
+// wrapping storage.ErrCorrupt, and nothing overwrites or deletes it.
+func TestForeignValueLeftAlone(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	raw, err := goredis.ParseURL(testbackend.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := goredis.NewClient(raw)
+	defer direct.Close()
+	prefix := testPrefix(t)
+	for key, value := range map[string]string{
+		"text":           "hello",
+		"number":         "42",
+		"empty":          "",
+		"short header":   "\xF8\x00\x00",
+		"version zero":   "\xF8\x00\x00\x00\x00\x00\x00\x00\x00value",
+		"long tombstone": "\xF9\x00\x00\x00\x00\x00\x00\x00\x01x",
+	} {
+		if err := direct.Set(ctx, prefix+key, value, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := direct.HSet(ctx, prefix+"hash", "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"text", "number", "empty", "short header", "version zero", "long tombstone", "hash"} {
+		before, err := direct.Dump(ctx, prefix+key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCorrupt := func(op string, err error) {
+			t.Helper()
+			if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), strconv.Quote(prefix+key)) {
+				t.Errorf("%s(%q): %v; want an error wrapping storage.ErrCorrupt that names the Redis key", op, key, err)
+			}
+		}
+		rec, err := s.Get(ctx, key)
+		wantCorrupt("Get", err)
+		if rec.Version != 0 || rec.Value != nil {
+			t.Errorf("Get(%q) = %+v with the error, want a zero Record", key, rec)
+		}
+		for _, expected := range []uint64{0, 1} {
+			_, swapped, err := s.CompareAndSwap(ctx, key, expected, []byte("mine"), time.Minute)
+			wantCorrupt(fmt.Sprintf("CompareAndSwap(expected %d)", expected), err)
+			if swapped {
+				t.Errorf("CompareAndSwap(%q, expected %d) swapped over a foreign value", key, expected)
+			}
+		}
+		wantCorrupt("Delete", s.Delete(ctx, key))
+		if after, err := direct.Dump(ctx, prefix+key).Result(); err != nil || after != before {
+			t.Errorf("%q changed: DUMP %q, %v; want %q", key, after, err, before)
+		}
+	}
+}
+
+func TestScriptReloadedAfterFlush(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	direct := ownClient(t, srv.Addr())
+	s, err := redis.New(ownClient(t, srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec storage.Record
+	swap := func(step string) {
+		t.Helper()
+		got, swapped, err := s.CompareAndSwap(ctx, "k", rec.Version, []byte(step), time.Minute)
+		if err != nil || !swapped {
+			t.Fatalf("%s: CompareAndSwap = %+v, %t, %v; want a swap", step, got, swapped, err)
+		}
+		rec = got
+	}
+	evals := func() int64 { return commandCalls(t, direct)["eval"] }
+
+	swap("first call")
+	if got, want := evals(), int64(1); got != want {
+		t.Fatalf("after the first call: %d EVAL, want %d (EVALSHA fails with NOSCRIPT once, then EVAL)", got, want)
+	}
+	swap("second call")
+	if got, want := evals(), int64(1); got != want {
+		t.Fatalf("after the second call: %d EVAL, want %d (the server knows the script)", got, want)
+	}
+	if err := direct.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	swap("after SCRIPT FLUSH")
+	if got, want := evals(), int64(2); got != want {
+		t.Fatalf("after SCRIPT FLUSH: %d EVAL, want %d", got, want)
+	}
+	swap("again")
+	if got, want := evals(), int64(2); got != want {
+		t.Fatalf("after reloading: %d EVAL, want %d", got, want)
+	}
+}
+
+// A compare-and-swap whose reply is lost, or never comes, may or may not
+// have landed: the store says it does not know (storage.ErrUnavailable),
+// and the client does not send it a second time.
+func TestLostReplyIsUnavailable(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	direct := ownClient(t, srv.Addr())
+	p := startProxy(t, srv.Addr())
+	// MaxRetries is the default (3): the store must still not retry.
+	s, err := redis.New(ownClient(t, p.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("v1"), time.Minute)
+	if err != nil || !swapped {
+		t.Fatalf("first CompareAndSwap = %+v, %t, %v", rec, swapped, err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		mode    int32
+		timeout time.Duration
+		want    error
+	}{
+		{"connection closed before the reply", cutReplies, 5 * time.Second, nil},
+		{"no reply before the deadline", holdReplies, 300 * time.Millisecond, context.DeadlineExceeded},
+	} {
+		value := []byte(tc.name)
+		before := commandCalls(t, direct)["evalsha"]
+		p.mode.Store(tc.mode)
+		callCtx, cancel := context.WithTimeout(ctx, tc.timeout)
+		start := time.Now()
+		got, swapped, err := s.CompareAndSwap(callCtx, "k", rec.Version, value, time.Minute)
+		elapsed := time.Since(start)
+		cancel()
+		p.mode.Store(passReplies)
+		if !errors.Is(err, storage.ErrUnavailable) || swapped || got.Version != 0 {
+			t.Fatalf("%s: CompareAndSwap = %+v, %t, %v; want an error wrapping storage.ErrUnavailable", tc.name, got, swapped, err)
+		}
+		if tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v; want it to match %v too", tc.name, err, tc.want)
+		}
+		if elapsed > tc.timeout+time.Second {
+			t.Errorf("%s: CompareAndSwap took %v with a %v deadline", tc.name, elapsed, tc.timeout)
+		}
+		if got, want := commandCalls(t, direct)["evalsha"]-before, int64(1); got != want {
+			t.Errorf("%s: the server ran EVALSHA %d times for one call, want %d", tc.name, got, want)
+		}
+		now, err := s.Get(ctx, "k")
+		if err != nil || string(now.Value) != tc.name || now.Version <= rec.Version {
+			t.Fatalf("%s: Get = %+v, %v; want the write that landed", tc.name, now, err)
+		}
+		rec = now
+	}
+}
+
+// With the server stopped, every call fails within its deadline with an
+// error wrapping storage.ErrUnavailable; nothing hangs or leaks, and the
+// store works again once the server is back.
+func TestServerStopped(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	goroutines := runtime.NumGoroutine()
+	client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	s, err := redis.New(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limiter.New(s, []limiter.Bucket{{Capacity: 1 << 40, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const deadline = 300 * time.Millisecond
+	call := func(g, i int) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), deadline)
+		defer cancel()
+		start := time.Now()
+		var err error
+		switch i % 3 {
+		case 0:
+			_, err = lim.Allow(ctx, fmt.Sprintf("k%d", g))
+		case 1:
+			_, _, err = s.CompareAndSwap(ctx, fmt.Sprintf("raw%d", g), 0, []byte("v"), time.Minute)
+		case 2:
+			_, err = s.Get(ctx, fmt.Sprintf("raw%d", g))
+		}
+		return time.Since(start), err
+	}
+	// hammer runs 8 goroutines of 9 calls each and returns their errors.
+	hammer := func() []error {
+		var (
+			mu   sync.Mutex
+			errs []error
+			wg   sync.WaitGroup
+		)
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 9 {
+					elapsed, err := call(g, i)
+					if elapsed > deadline+500*time.Millisecond {
+						err = fmt.Errorf("call took %v with a %v deadline: %w", elapsed, deadline, err)
+					}
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return errs
+	}
+	for _, err := range hammer() {
+		if err != nil {
+			t.Fatalf("with the server up: %v", err)
+		}
+	}
+	srv.Stop()
+	for _, err := range hammer() {
+		if !errors.Is(err, storage.ErrUnavailable) || strings.Contains(err.Error(), "took") {
+			t.Fatalf("with the server stopped: %v; want an error wrapping storage.ErrUnavailable within the deadline", err)
+		}
+	}
+	srv.Start()
+	var errs []error
+	for range 50 { // the pool redials on the next calls
+		if errs = hammer(); errors.Join(errs...) == nil {
+			break
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("after the server came back: %v", err)
+	}
+	s.Close()
+	client.Close()
+	for range 100 {
+		if runtime.NumGoroutine() <= goroutines {
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // goroutines end on their own
+	}
+	t.Errorf("%d goroutines after the client was closed, %d before it was made", runtime.NumGoroutine(), goroutines)
+}
+
+// A server that refuses the script says so in the error.
+func TestServerRefuses(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	admin := ownClient(t, srv.Addr())
+	for _, cmd := range [][]any{
+		{"acl", "setuser", "reader", "on", ">reader-pw", "~*", "+@all", "-@scripting"},
+		{"config", "set", "requirepass", "admin-pw"}, // last: it locks out the admin client's next connection
+	} {
+		if err := admin.Do(ctx, cmd...).Err(); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	primary := testbackend.StartRedis(t)
+	host, port, _ := net.SplitHostPort(primary.Addr())
+	replica := testbackend.StartRedis(t, "--replicaof", host, port)
+
+	for _, tc := range []struct {
+		name string
+		opt  goredis.Options
+		want string
+	}{
+		{"no password", goredis.Options{Addr: srv.Addr()}, "NOAUTH"},
+		{"wrong password", goredis.Options{Addr: srv.Addr(), Password: "nope"}, "WRONGPASS"},
+		{"user without scripting", goredis.Options{Addr: srv.Addr(), Username: "reader", Password: "reader-pw"}, "NOPERM"},
+		{"read-only replica", goredis.Options{Addr: replica.Addr()}, "READONLY"},
+	} {
+		tc.opt.ContextTimeoutEnabled = true
+		client := goredis.NewClient(&tc.opt)
+		s, err := redis.New(client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Minute)
+		client.Close()
+		if swapped || !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), tc.want) ||
+			!strings.HasPrefix(err.Error(), `redis: cas "k": `) {
+			t.Errorf("%s: CompareAndSwap: swapped %t, %v; want an error wrapping storage.ErrUnavailable that says %s", tc.name, swapped, err, tc.want)
+		}
+		var rerr goredis.Error
+		if !errors.As(err, &rerr) {
+			t.Errorf("%s: %v does not wrap the go-redis error", tc.name, err)
+		}
+		t.Logf("%s: %v", tc.name, err)
+	}
+}
+
+// Environment of the child processes of TestManyProcesses.
+const (
+	childEnv       = "SLUICE_REDIS_TEST_CHILD" // "keys,attempts,unix nanoseconds"
+	childURLEnv    = "SLUICE_REDIS_TEST_CHILD_URL"
+	childPrefix    = "SLUICE_REDIS_TEST_CHILD_PREFIX"
+	childResult    = "sluice-child-admitted:"
+	childContended = "sluice-child-contended:"
+	processes      = 4
+	perProcess     = 16 // goroutines
+	totalAttempts  = 20_000
+)
+
+// Four processes, each with its own client and Limiter and 16 goroutines,
+// share one limit of 1000 per hour: 20,000 attempts admit exactly 1000 per
+// key. Every process reads the same frozen clock, so no token refills
+// during the run and the count is exact.
+func TestManyProcesses(t *testing.T) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		runChild(t, spec)
+		return
+	}
+	url := testbackend.RedisURL(t)
+	opt, err := goredis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, keys := range []int{1, 10} {
+		t.Run(fmt.Sprintf("keys=%d", keys), func(t *testing.T) {
+			prefix := testPrefix(t)
+			t.Cleanup(func() {
+				c := goredis.NewClient(opt)
+				deletePrefix(t, c, prefix)
+				c.Close()
+			})
+			spec := fmt.Sprintf("%d,%d,%d", keys, totalAttempts/processes, time.Now().UnixNano())
+			var (
+				wg        sync.WaitGroup
+				outs      [processes][]byte
+				errs      [processes]error
+				admitted  = make([]int, keys)
+				contended int
+			)
+			start := time.Now()
+			for i := range processes {
+				wg.Go(func() {
+					cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestManyProcesses$", "-test.count=1")
+					cmd.Env = append(os.Environ(), childEnv+"="+spec, childURLEnv+"="+url, childPrefix+"="+prefix)
+					outs[i], errs[i] = cmd.CombinedOutput()
+				})
+			}
+			wg.Wait()
+			for i := range processes {
+				if errs[i] != nil {
+					t.Fatalf("process %d: %v\n%s", i, errs[i], outs[i])
+				}
+				counts, err := parseChild(outs[i], childResult, keys)
+				if err != nil {
+					t.Fatalf("process %d: %v\n%s", i, err, outs[i])
+				}
+				for k, n := range counts {
+					admitted[k] += n
+				}
+				if n, err := parseChild(outs[i], childContended, 1); err == nil {
+					contended += n[0]
+				}
+			}
+			total := 0
+			for k, n := range admitted {
+				if n != 1000 {
+					t.Errorf("key %d: %d admitted by %d processes, want exactly 1000", k, n, processes)
+				}
+				total += n
+			}
+			t.Logf("%d processes x %d goroutines, %d attempts over %d keys: %d admitted, %d limiter.ErrContention, in %v",
+				processes, perProcess, totalAttempts, keys, total, contended, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// runChild is one process of TestManyProcesses: it prints how many of its
+// attempts were admitted, per key.
+func runChild(t *testing.T, spec string) {
+	var keys, attempts int
+	var now int64
+	if _, err := fmt.Sscanf(spec, "%d,%d,%d", &keys, &attempts, &now); err != nil {
+		t.Fatalf("%s=%q: %v", childEnv, spec, err)
+	}
+	opt, err := goredis.ParseURL(os.Getenv(childURLEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.ContextTimeoutEnabled = true
+	client := goredis.NewClient(opt)
+	defer client.Close()
+	s, err := redis.New(client, redis.WithPrefix(os.Getenv(childPrefix)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limiter.New(s, []limiter.Bucket{{Capacity: 1000, Period: time.Hour}},
+		limiter.WithName("procs"), limiter.WithClock(fakeclock.New(time.Unix(0, now))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := make([]atomic.Int64, keys)
+	var (
+		wg        sync.WaitGroup
+		contended atomic.Int64
+	)
+	for g := range perProcess {
+		wg.Go(func() {
+			for i := g; i < attempts; i += perProcess {
+				k := i % keys
+				d, err := lim.Allow(t.Context(), fmt.Sprintf("key%d", k))
+				switch {
+				case errors.Is(err, limiter.ErrContention):
+					// Lost too many swaps to the other processes; it took
+					// nothing, so it counts as an attempt not admitted.
+					contended.Add(1)
+				case err != nil:
+					t.Error(err)
+					return
+				case d.Allowed:
+					counts[k].Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	line := childResult
+	for k := range counts {
+		line += " " + strconv.FormatInt(counts[k].Load(), 10)
+	}
+	fmt.Println(line)
+	fmt.Printf("%s %d\n", childContended, contended.Load())
+}
+
+// parseChild reads the n counts a child printed after label.
+func parseChild(out []byte, label string, keys int) ([]int, error) {
+	for line := range strings.Lines(string(out)) {
+		rest, ok := strings.CutPrefix(line, label)
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) != keys {
+			return nil, fmt.Errorf("%d counts, want %d", len(fields), keys)
+		}
+		counts := make([]int, keys)
+		for i, f := range fields {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, err
+			}
+			counts[i] = n
+		}
+		return counts, nil
+	}
+	return nil, fmt.Errorf("no line %q", label)
 }

@@ -36,7 +36,7 @@ end
 local live = false
 if cur then
 	local tag = string.byte(cur, 1)
-	if tag == 248 and #cur >= 9 then
+	if tag == 248 and #cur >= 9 and string.sub(cur, 2, 9) ~= string.rep(string.char(0), 8) then
 		live = true
 	elseif not (tag == 249 and #cur == 9) then
 		return {2}
@@ -98,7 +98,7 @@ local tag = string.byte(cur, 1)
 if tag == 249 and #cur == 9 then
 	return 0
 end
-if tag ~= 248 or #cur < 9 then
+if tag ~= 248 or #cur < 9 or string.sub(cur, 2, 9) == string.rep(string.char(0), 8) then
 	return 2
 end
 redis.call('SET', KEYS[1], string.char(249) .. string.sub(cur, 2, 9), 'PX', ARGV[1])

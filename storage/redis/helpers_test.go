@@ -1,0 +1,201 @@
+package redis_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sluice-go/sluice/internal/testbackend"
+)
+
+// startCluster starts three redis-server masters on loopback ports, joins
+// them into one Redis Cluster with the hash slots split in three, waits
+// until every node reports cluster_state:ok, and returns their addresses.
+// The servers stop when t ends.
+func startCluster(t *testing.T) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ranges := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
+	var (
+		addrs    []string
+		busPorts []int
+		clients  []*goredis.Client
+	)
+	for range ranges {
+		// The cluster bus listens on port+10000 unless told otherwise,
+		// which may be taken or above 65535: give it a free port.
+		bus := freePort(t)
+		srv := testbackend.StartRedis(t, "--cluster-enabled", "yes",
+			"--cluster-port", strconv.Itoa(bus), "--cluster-node-timeout", "5000")
+		c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+		t.Cleanup(func() { c.Close() })
+		addrs = append(addrs, srv.Addr())
+		busPorts = append(busPorts, bus)
+		clients = append(clients, c)
+	}
+	for i, c := range clients {
+		if i > 0 {
+			host, port, _ := net.SplitHostPort(addrs[i])
+			if err := clients[0].Do(ctx, "cluster", "meet", host, port, busPorts[i]).Err(); err != nil {
+				t.Fatalf("CLUSTER MEET %s: %v", addrs[i], err)
+			}
+		}
+		r := ranges[i]
+		if err := c.Do(ctx, "cluster", "addslotsrange", r[0], r[1]).Err(); err != nil {
+			t.Fatalf("CLUSTER ADDSLOTSRANGE %d %d on %s: %v", r[0], r[1], addrs[i], err)
+		}
+	}
+	for _, c := range clients {
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") &&
+				strings.Contains(info, "cluster_known_nodes:3") && strings.Contains(info, "cluster_slots_ok:16384") {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("cluster not ready after 30s: %v\n%s", err, info)
+			case <-time.After(50 * time.Millisecond): // polling a real server
+			}
+		}
+	}
+	return addrs
+}
+
+// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// commandCalls returns the calls counted in INFO commandstats by command
+// name (lower case), such as "evalsha" and "get".
+func commandCalls(t *testing.T, c *goredis.Client) map[string]int64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatalf("INFO commandstats: %v", err)
+	}
+	calls := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		for _, field := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(field, "calls="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatalf("INFO commandstats: %q", line)
+				}
+				calls[strings.TrimPrefix(name, "cmdstat_")] = n
+			}
+		}
+	}
+	return calls
+}
+
+// Modes of a proxy for the replies of the server.
+const (
+	passReplies = iota // forward them
+	cutReplies         // close the client's connection instead: the request ran, its reply is lost
+	holdReplies        // drop them and keep the connection open: the server seems hung
+)
+
+// proxy forwards TCP connections to a Redis server and can lose or hold
+// back the replies, to make writes whose outcome the client cannot know.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mode   atomic.Int32
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// startProxy starts a proxy to target on a loopback port; it stops when t
+// ends.
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Go(p.serve)
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		p.wg.Go(func() {
+			_, _ = io.Copy(u, c)
+			u.Close()
+		})
+		p.wg.Go(func() { p.replies(c, u) })
+	}
+}
+
+// replies copies the server's replies on u to the client on c, as the
+// mode says.
+func (p *proxy) replies(c, u net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := u.Read(buf)
+		if n > 0 {
+			switch p.mode.Load() {
+			case cutReplies:
+				u.Close()
+				return
+			case passReplies:
+				if _, err := c.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
