@@ -309,34 +309,28 @@ func TestScriptReloadedAfterFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rec storage.Record
-	swap := func(step string) {
-		t.Helper()
-		got, swapped, err := s.CompareAndSwap(ctx, "k", rec.Version, []byte(step), time.Minute)
+	for i, step := range []struct {
+		flush bool  // SCRIPT FLUSH before the call
+		evals int64 // EVAL commands the server has run after it
+	}{
+		{evals: 1},              // EVALSHA fails with NOSCRIPT, then EVAL
+		{evals: 1},              // the server knows the script
+		{flush: true, evals: 2}, // it forgot it: EVAL once more
+		{evals: 2},
+	} {
+		if step.flush {
+			if err := direct.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, swapped, err := s.CompareAndSwap(ctx, "k", rec.Version, []byte("v"), time.Minute)
 		if err != nil || !swapped {
-			t.Fatalf("%s: CompareAndSwap = %+v, %t, %v; want a swap", step, got, swapped, err)
+			t.Fatalf("step %d: CompareAndSwap = %+v, %t, %v; want a swap", i, got, swapped, err)
 		}
 		rec = got
-	}
-	evals := func() int64 { return commandCalls(t, direct)["eval"] }
-
-	swap("first call")
-	if got, want := evals(), int64(1); got != want {
-		t.Fatalf("after the first call: %d EVAL, want %d (EVALSHA fails with NOSCRIPT once, then EVAL)", got, want)
-	}
-	swap("second call")
-	if got, want := evals(), int64(1); got != want {
-		t.Fatalf("after the second call: %d EVAL, want %d (the server knows the script)", got, want)
-	}
-	if err := direct.ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	swap("after SCRIPT FLUSH")
-	if got, want := evals(), int64(2); got != want {
-		t.Fatalf("after SCRIPT FLUSH: %d EVAL, want %d", got, want)
-	}
-	swap("again")
-	if got, want := evals(), int64(2); got != want {
-		t.Fatalf("after reloading: %d EVAL, want %d", got, want)
+		if got, want := commandCalls(t, direct)["eval"], step.evals; got != want {
+			t.Fatalf("step %d (flush %t): the server has run EVAL %d times, want %d", i, step.flush, got, want)
+		}
 	}
 }
 
