@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -681,4 +682,51 @@ func parseChild(out []byte, label string, keys int) ([]int, error) {
 		return counts, nil
 	}
 	return nil, fmt.Errorf("no line %q", label)
+}
+
+// In steady state an allowed decision costs one Redis command, EVALSHA
+// (whose script runs GET, TIME and SET inside the server), and a denial of
+// an exhausted key none: the limiter keeps the record the script returned.
+// Counted from INFO commandstats of an own server.
+func TestCommandsPerDecision(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	direct := ownClient(t, srv.Addr())
+	s, err := redis.New(ownClient(t, srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capacity = 200
+	lim, err := limiter.New(s, []limiter.Bucket{{Capacity: capacity, Period: time.Hour}},
+		limiter.WithClock(fakeclock.New(time.Unix(1e9, 0))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// allow makes n calls that must be allowed (or denied) and returns the
+	// commands the server ran meanwhile, but INFO.
+	allow := func(n int, want bool) map[string]int64 {
+		t.Helper()
+		before := commandCalls(t, direct)
+		for i := range n {
+			d, err := lim.Allow(ctx, "k")
+			if err != nil || d.Allowed != want {
+				t.Fatalf("call %d: Allow = %+v, %v; want Allowed %t", i, d, err, want)
+			}
+		}
+		ran := map[string]int64{}
+		for name, calls := range commandCalls(t, direct) {
+			if d := calls - before[name]; d != 0 && name != "info" {
+				ran[name] = d
+			}
+		}
+		return ran
+	}
+	allow(10, true) // warm up: load the script, open the connection
+	const n = capacity - 10
+	if got, want := allow(n, true), map[string]int64{"evalsha": n, "get": n, "time": n, "set": n}; !maps.Equal(got, want) {
+		t.Errorf("%d allowed decisions: the server ran %v, want %v (one EVALSHA each, and its script's commands)", n, got, want)
+	}
+	if got := allow(100, false); len(got) != 0 {
+		t.Errorf("100 denials of an exhausted key: the server ran %v, want nothing", got)
+	}
 }
