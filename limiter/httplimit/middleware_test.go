@@ -1,0 +1,536 @@
+package httplimit_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/internal/fakeclock"
+	"github.com/sluice-go/sluice/internal/faultstore"
+	"github.com/sluice-go/sluice/limiter"
+	"github.com/sluice-go/sluice/limiter/httplimit"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
+)
+
+// fixture is a limited handler on a manual clock and a store that can be
+// made to fail. The inner handler answers 200 "ok" and echoes the key the
+// middleware decided with in X-Test-Key.
+type fixture struct {
+	clock  *fakeclock.Clock
+	store  *faultstore.Store
+	h      http.Handler
+	served int
+}
+
+var epoch = time.Unix(1_800_000_000, 0)
+
+func setup(t *testing.T, buckets []limiter.Bucket, opts ...httplimit.Option) *fixture {
+	t.Helper()
+	f := &fixture{clock: fakeclock.New(epoch), store: faultstore.New(memory.New())}
+	t.Cleanup(func() { _ = f.store.Close() })
+	lim, err := limiter.New(f.store, buckets, limiter.WithClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mw, err := httplimit.New(lim, opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	f.h = mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.served++
+		if res, ok := httplimit.FromContext(r.Context()); ok {
+			w.Header().Set("X-Test-Key", res.Key)
+		}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	return f
+}
+
+// request is a GET / from remote with headers given as "Name: value".
+func request(remote string, headers ...string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RemoteAddr = remote
+	for _, h := range headers {
+		name, value, _ := strings.Cut(h, ":")
+		r.Header.Add(name, strings.TrimSpace(value))
+	}
+	return r
+}
+
+func (f *fixture) do(r *http.Request) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	return w
+}
+
+// want is the expected answer: status, the named headers exactly ("" =
+// absent), and the body when not empty.
+type want struct {
+	status  int
+	headers map[string]string
+	body    string
+}
+
+func check(t *testing.T, step string, w *httptest.ResponseRecorder, exp want) {
+	t.Helper()
+	if got := w.Code; got != exp.status {
+		t.Errorf("%s: status = %d, want %d (body %q)", step, got, exp.status, w.Body.String())
+	}
+	for name, v := range exp.headers {
+		if got := w.Header().Get(name); got != v {
+			t.Errorf("%s: %s = %q, want %q", step, name, got, v)
+		}
+		if n := len(w.Header().Values(name)); v != "" && n != 1 {
+			t.Errorf("%s: %d %s fields, want 1", step, n, name)
+		}
+	}
+	if exp.body != "" && w.Body.String() != exp.body {
+		t.Errorf("%s: body = %q, want %q", step, w.Body.String(), exp.body)
+	}
+}
+
+func allowed(policy, rl string) want {
+	return want{status: 200, body: "ok", headers: map[string]string{
+		httplimit.HeaderRateLimitPolicy: policy,
+		httplimit.HeaderRateLimit:       rl,
+		httplimit.HeaderRetryAfter:      "",
+	}}
+}
+
+func denied(policy, rl, retry string) want {
+	return want{
+		status: 429,
+		body:   `{"message":"rate limit exceeded, retry in ` + retry + ` s"}` + "\n",
+		headers: map[string]string{
+			httplimit.HeaderRateLimitPolicy: policy,
+			httplimit.HeaderRateLimit:       rl,
+			httplimit.HeaderRetryAfter:      retry,
+			"Content-Type":                  "application/json",
+		},
+	}
+}
+
+// step is one request after advancing the clock.
+type step struct {
+	advance time.Duration
+	want    want
+}
+
+func run(t *testing.T, f *fixture, remote string, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		f.clock.Advance(s.advance)
+		check(t, fmt.Sprintf("step %d (+%v)", i, s.advance), f.do(request(remote)), s.want)
+	}
+}
+
+func TestHeadersExact(t *testing.T) {
+	const p = `"default";q=5;w=10`
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}})
+	run(t, f, "192.0.2.1:1234", []step{
+		{0, allowed(p, `"default";r=4;t=2`)},
+		{0, allowed(p, `"default";r=3;t=2`)},
+		{0, allowed(p, `"default";r=2;t=2`)},
+		{0, allowed(p, `"default";r=1;t=2`)},
+		{0, allowed(p, `"default";r=0;t=2`)},
+		{0, denied(p, `"default";r=0;t=2`, "2")},
+		{0, denied(p, `"default";r=0;t=2`, "2")},
+		// Retry-After and t round up: 1s, then 1ms, then 1s+1ns are left.
+		{time.Second, denied(p, `"default";r=0;t=1`, "1")},
+		{999 * time.Millisecond, denied(p, `"default";r=0;t=1`, "1")},
+		{time.Millisecond, allowed(p, `"default";r=0;t=2`)},
+		{time.Second - time.Nanosecond, denied(p, `"default";r=0;t=2`, "2")},
+		// A full bucket again after the period.
+		{time.Hour, allowed(p, `"default";r=4;t=2`)},
+	})
+	if f.served != 7 {
+		t.Errorf("handler served %d requests, want 7", f.served)
+	}
+}
+
+func TestHeadersLegacy(t *testing.T) {
+	const p = `"login";q=3;w=60`
+	f := setup(t, []limiter.Bucket{{Capacity: 3, Period: time.Minute}},
+		httplimit.WithLegacyHeaders(), httplimit.WithPolicyName("login"))
+	legacy := func(w want, remaining, reset string) want {
+		w.headers[httplimit.HeaderXRateLimitLimit] = "3"
+		w.headers[httplimit.HeaderXRateLimitRemaining] = remaining
+		w.headers[httplimit.HeaderXRateLimitReset] = reset
+		return w
+	}
+	run(t, f, "192.0.2.1:1", []step{
+		{0, legacy(allowed(p, `"login";r=2;t=20`), "2", "20")},
+		{0, legacy(allowed(p, `"login";r=1;t=20`), "1", "40")},
+		{0, legacy(allowed(p, `"login";r=0;t=20`), "0", "60")},
+		{5 * time.Second, legacy(denied(p, `"login";r=0;t=15`, "15"), "0", "55")},
+	})
+}
+
+func TestHeadersSeveralBuckets(t *testing.T) {
+	const p = `"default-2/1s";q=2;w=1, "default-5/1h";q=5;w=3600`
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: time.Hour}, {Capacity: 2, Period: time.Second}})
+	run(t, f, "192.0.2.1:1", []step{
+		{0, allowed(p, `"default-2/1s";r=1;t=1`)},
+		{0, allowed(p, `"default-2/1s";r=0;t=1`)},
+		{0, denied(p, `"default-2/1s";r=0;t=1`, "1")},
+		{time.Second, allowed(p, `"default-2/1s";r=1;t=1`)},
+		{0, allowed(p, `"default-2/1s";r=0;t=1`)},
+		// The hour bucket now binds: 5 taken over 2s, its next token 720s-2s away.
+		{time.Second, allowed(p, `"default-5/1h";r=0;t=718`)},
+		{0, denied(p, `"default-5/1h";r=0;t=718`, "718")},
+	})
+}
+
+func TestHeadersSameCapacityNamesSlowerBucket(t *testing.T) {
+	const p = `"default-2/10s";q=2;w=10, "default-2/1m";q=2;w=60`
+	f := setup(t, []limiter.Bucket{{Capacity: 2, Period: 10 * time.Second}, {Capacity: 2, Period: time.Minute}})
+	run(t, f, "192.0.2.1:1", []step{
+		{0, allowed(p, `"default-2/1m";r=1;t=30`)},
+		{0, allowed(p, `"default-2/1m";r=0;t=30`)},
+		{10 * time.Second, denied(p, `"default-2/1m";r=0;t=20`, "20")},
+	})
+}
+
+func TestHeadersSubSecondPeriod(t *testing.T) {
+	const p = `"default";q=10;w=1`
+	f := setup(t, []limiter.Bucket{{Capacity: 10, Period: 100 * time.Millisecond}})
+	run(t, f, "192.0.2.1:1", []step{{0, allowed(p, `"default";r=9;t=1`)}})
+}
+
+func TestDefaultKeyIgnoresForwardingHeaders(t *testing.T) {
+	f := setup(t, []limiter.Bucket{{Capacity: 1, Period: time.Minute}})
+	// A client that writes its own X-Forwarded-For or Forwarded header
+	// gets no new bucket from it.
+	for i, r := range []*http.Request{
+		request("192.0.2.1:1000", "X-Forwarded-For: 203.0.113.1"),
+		request("192.0.2.1:1001", "X-Forwarded-For: 203.0.113.2"),
+		request("192.0.2.1:1002", "Forwarded: for=203.0.113.3"),
+	} {
+		w := f.do(r)
+		wantStatus := 429
+		if i == 0 {
+			wantStatus = 200
+			if got := w.Header().Get("X-Test-Key"); got != "ip:192.0.2.1" {
+				t.Errorf("key = %q, want ip:192.0.2.1", got)
+			}
+		}
+		if w.Code != wantStatus {
+			t.Errorf("request %d: status %d, want %d", i, w.Code, wantStatus)
+		}
+	}
+}
+
+func TestKeys(t *testing.T) {
+	proxies := httplimit.WithTrustedProxies("10.0.0.0/8", "2001:db8:ffff::1", " 192.168.0.0/16 ")
+	fwd := httplimit.WithProxyHeader("forwarded")
+	tests := []struct {
+		name    string
+		opts    []httplimit.Option
+		remote  string
+		headers []string
+		key     string // "" = 400 expected
+	}{
+		{"IPv4 peer", nil, "192.0.2.1:1234", nil, "ip:192.0.2.1"},
+		{"peer without port", nil, "192.0.2.1", nil, "ip:192.0.2.1"},
+		{"IPv4-mapped peer", nil, "[::ffff:192.0.2.1]:80", nil, "ip:192.0.2.1"},
+		{"IPv6 peer grouped by /64", nil, "[2001:db8:1:2:3:4:5:6]:443", nil, "ip:2001:db8:1:2::/64"},
+		{"IPv6 zone dropped", nil, "[fe80::1%eth0]:443", nil, "ip:fe80::/64"},
+		{"IPv6 /128", []httplimit.Option{httplimit.WithIPv6Prefix(128)}, "[2001:db8:1:2:3:4:5:6]:443", nil, "ip:2001:db8:1:2:3:4:5:6"},
+		{"IPv6 /48", []httplimit.Option{httplimit.WithIPv6Prefix(48)}, "[2001:db8:1:2:3:4:5:6]:443", nil, "ip:2001:db8:1::/48"},
+		{"IPv4 /24", []httplimit.Option{httplimit.WithIPv4Prefix(24)}, "192.0.2.77:1", nil, "ip:192.0.2.0/24"},
+		{"not an IP", nil, "@", nil, ""},
+
+		{"untrusted peer, spoofed XFF", []httplimit.Option{proxies}, "198.51.100.7:1", []string{"X-Forwarded-For: 203.0.113.9"}, "ip:198.51.100.7"},
+		{"trusted peer, XFF", []httplimit.Option{proxies}, "10.0.0.1:1", []string{"X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
+		{"trusted chain, client spoof on the left", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.0.0.2"}, "ip:203.0.113.9"},
+		{"chain over several lines", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 6.6.6.6", "X-Forwarded-For: 203.0.113.9,192.168.1.1"}, "ip:203.0.113.9"},
+		{"every hop trusted: leftmost", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 10.9.9.9, 10.0.0.2"}, "ip:10.9.9.9"},
+		{"trusted peer, no header", []httplimit.Option{proxies}, "10.0.0.1:1", nil, "ip:10.0.0.1"},
+		{"trusted IPv6 proxy by address", []httplimit.Option{proxies}, "[2001:db8:ffff::1]:1",
+			[]string{"X-Forwarded-For: 2001:db8:aaaa:bbbb::1"}, "ip:2001:db8:aaaa:bbbb::/64"},
+		{"hops with ports", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: [2001:db8::1]:80, 203.0.113.9:4711"}, "ip:203.0.113.9"},
+		{"bracketed hop", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: [2001:db8::1]"}, "ip:2001:db8::/64"},
+		{"garbage left of the client is never read", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: nonsense, 203.0.113.9"}, "ip:203.0.113.9"},
+		{"garbage from a trusted proxy", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9, nonsense"}, ""},
+		{"XFF read: Forwarded ignored", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"Forwarded: for=6.6.6.6", "X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
+
+		{"Forwarded", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{`Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711"`}, "ip:2001:db8:cafe::/64"},
+		{"Forwarded chain with trusted hop", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{`Forwarded: for=6.6.6.6`, `Forwarded: for="203.0.113.9";proto=https, for=10.0.0.2`}, "ip:203.0.113.9"},
+		{"Forwarded read: XFF ignored", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 6.6.6.6", "Forwarded: for=203.0.113.9"}, "ip:203.0.113.9"},
+		{"Forwarded from untrusted peer", []httplimit.Option{proxies, fwd}, "198.51.100.7:1",
+			[]string{"Forwarded: for=203.0.113.9"}, "ip:198.51.100.7"},
+		{"Forwarded quoted escape", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{`Forwarded: by="a\"b";for=203.0.113.9`}, "ip:203.0.113.9"},
+		{"Forwarded unknown", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{"Forwarded: for=unknown"}, ""},
+		{"Forwarded obfuscated", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{`Forwarded: for="_hidden"`}, ""},
+		{"Forwarded without for", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{"Forwarded: proto=https"}, ""},
+		{"Forwarded malformed", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{`Forwarded: for="203.0.113.9`}, ""},
+		{"Forwarded missing =", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{`Forwarded: for 203.0.113.9`}, ""},
+
+		{"header key", []httplimit.Option{httplimit.WithKeyFunc(httplimit.KeyByHeader("x-api-key"))}, "192.0.2.1:1",
+			[]string{"X-Api-Key: abc123"}, "h:x-api-key:abc123"},
+		{"header missing", []httplimit.Option{httplimit.WithKeyFunc(httplimit.KeyByHeader("X-API-Key"))}, "192.0.2.1:1", nil, ""},
+		{"header too long for the limiter", []httplimit.Option{httplimit.WithKeyFunc(httplimit.KeyByHeader("X-API-Key"))}, "192.0.2.1:1",
+			[]string{"X-API-Key: " + strings.Repeat("k", limiter.MaxKeyLen)}, ""},
+		{"custom key", []httplimit.Option{httplimit.WithKeyFunc(func(r *http.Request) (string, error) { return "user:" + r.URL.Query().Get("u"), nil })},
+			"192.0.2.1:1", nil, "user:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, []limiter.Bucket{{Capacity: 5, Period: time.Second}}, tt.opts...)
+			w := f.do(request(tt.remote, tt.headers...))
+			if tt.key == "" {
+				check(t, "request", w, want{status: 400, headers: map[string]string{
+					"Content-Type":                  "application/json",
+					httplimit.HeaderRateLimit:       "",
+					httplimit.HeaderRateLimitPolicy: "",
+				}})
+				if !strings.HasPrefix(w.Body.String(), `{"message":"httplimit: cannot key request: `) {
+					t.Errorf("body = %q, want the key error", w.Body.String())
+				}
+				if f.served != 0 || f.store.Calls() != (faultstore.Counts{}) {
+					t.Errorf("served %d, store calls %+v; want neither", f.served, f.store.Calls())
+				}
+				return
+			}
+			check(t, "request", w, want{status: 200, headers: map[string]string{"X-Test-Key": tt.key}})
+		})
+	}
+}
+
+func TestIPv6HostsShareTheirSlash64(t *testing.T) {
+	f := setup(t, []limiter.Bucket{{Capacity: 2, Period: time.Minute}})
+	for i, remote := range []string{"[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff:ffff:ffff:ffff]:2", "[2001:db8:1:2::abcd]:3"} {
+		if w, wantCode := f.do(request(remote)), []int{200, 200, 429}[i]; w.Code != wantCode {
+			t.Errorf("request %d from %s: status %d, want %d", i, remote, w.Code, wantCode)
+		}
+	}
+	if w := f.do(request("[2001:db8:1:3::1]:1")); w.Code != 200 {
+		t.Errorf("next /64: status %d, want 200", w.Code)
+	}
+}
+
+func TestHashedKeys(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: time.Second}}, httplimit.WithHashedKeys(secret))
+	var seen []string
+	f.store.Hook(func(_ faultstore.Op, key string) { seen = append(seen, key) })
+	k1 := f.do(request("192.0.2.1:1")).Header().Get("X-Test-Key")
+	k2 := f.do(request("192.0.2.1:2")).Header().Get("X-Test-Key")
+	k3 := f.do(request("192.0.2.2:1")).Header().Get("X-Test-Key")
+	if !strings.HasPrefix(k1, "hmac:") || len(k1) != len("hmac:")+43 {
+		t.Errorf("key = %q, want hmac: and 43 base64url characters", k1)
+	}
+	if k1 != k2 || k1 == k3 {
+		t.Errorf("keys %q %q %q: want the first two equal, the third different", k1, k2, k3)
+	}
+	for _, k := range seen {
+		if strings.Contains(k, "192.0.2") {
+			t.Errorf("store saw the plain address in key %q", k)
+		}
+	}
+	if len(seen) == 0 {
+		t.Error("store saw no key")
+	}
+}
+
+func TestFailClosedByDefault(t *testing.T) {
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}})
+	f.store.FailAll(fmt.Errorf("test: %w", storage.ErrUnavailable))
+	check(t, "store down", f.do(request("192.0.2.1:1")), want{
+		status: 503,
+		body:   `{"message":"rate limiter unavailable, retry later"}` + "\n",
+		headers: map[string]string{
+			httplimit.HeaderRetryAfter:      "1",
+			httplimit.HeaderRateLimitPolicy: `"default";q=5;w=10`,
+			httplimit.HeaderRateLimit:       "",
+			"Content-Type":                  "application/json",
+		},
+	})
+	if f.served != 0 {
+		t.Errorf("served %d requests with the store down, want 0", f.served)
+	}
+	f.store.FailAll(nil)
+	check(t, "store back", f.do(request("192.0.2.1:1")), allowed(`"default";q=5;w=10`, `"default";r=4;t=2`))
+}
+
+func TestFailOpen(t *testing.T) {
+	var reported []error
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}},
+		httplimit.WithFailOpen(func(r *http.Request, err error) { reported = append(reported, err) }))
+	f.store.FailAll(fmt.Errorf("test: %w", storage.ErrUnavailable))
+	for i := range 7 {
+		check(t, fmt.Sprintf("request %d", i), f.do(request("192.0.2.1:1")), want{status: 200, body: "ok", headers: map[string]string{
+			httplimit.HeaderRateLimitPolicy: `"default";q=5;w=10`,
+			httplimit.HeaderRateLimit:       "",
+			httplimit.HeaderRetryAfter:      "",
+			"X-Test-Key":                    "", // no decision in the context
+		}})
+	}
+	if f.served != 7 || len(reported) != 7 {
+		t.Fatalf("served %d, reported %d; want 7 and 7", f.served, len(reported))
+	}
+	if !errors.Is(reported[0], storage.ErrUnavailable) {
+		t.Errorf("reported %v, want an error wrapping storage.ErrUnavailable", reported[0])
+	}
+}
+
+func TestFailOpenDoesNotServeBadCosts(t *testing.T) {
+	var reported, handled []error
+	cost := int64(0)
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}},
+		httplimit.WithCostFunc(func(*http.Request) int64 { return cost }),
+		httplimit.WithFailOpen(func(r *http.Request, err error) { reported = append(reported, err) }),
+		httplimit.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
+			handled = append(handled, err)
+			httplimit.WriteError(w, r, err)
+		}))
+	check(t, "cost 0", f.do(request("192.0.2.1:1")), want{status: 500, body: `{"message":"internal server error"}` + "\n"})
+	cost = 6
+	check(t, "cost 6", f.do(request("192.0.2.1:1")), want{status: 500})
+	if f.served != 0 || len(reported) != 0 || len(handled) != 2 {
+		t.Fatalf("served %d, reported %d, handled %d; want 0, 0, 2", f.served, len(reported), len(handled))
+	}
+	if !errors.Is(handled[0], limiter.ErrInvalidCost) || !errors.Is(handled[1], limiter.ErrCostExceedsCapacity) {
+		t.Errorf("handled %v; want ErrInvalidCost then ErrCostExceedsCapacity", handled)
+	}
+	cost = 5
+	check(t, "cost 5", f.do(request("192.0.2.1:1")), allowed(`"default";q=5;w=10`, `"default";r=0;t=2`))
+}
+
+func TestErrorHandlerSeesKeyErrors(t *testing.T) {
+	var got error
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: time.Second}},
+		httplimit.WithKeyFunc(httplimit.KeyByHeader("X-User")),
+		httplimit.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
+			got = err
+			w.WriteHeader(http.StatusUnauthorized)
+		}))
+	check(t, "no header", f.do(request("192.0.2.1:1")), want{status: 401})
+	if !errors.Is(got, httplimit.ErrNoKey) || !strings.Contains(got.Error(), "missing header X-User") {
+		t.Errorf("error handler got %v, want ErrNoKey naming the header", got)
+	}
+}
+
+func TestSkip(t *testing.T) {
+	f := setup(t, []limiter.Bucket{{Capacity: 1, Period: time.Minute}},
+		httplimit.WithSkip(func(r *http.Request) bool { return r.URL.Path == "/healthz" }))
+	for range 3 {
+		r := request("192.0.2.1:1")
+		r.URL.Path = "/healthz"
+		check(t, "health check", f.do(r), want{status: 200, headers: map[string]string{
+			httplimit.HeaderRateLimit:       "",
+			httplimit.HeaderRateLimitPolicy: "",
+		}})
+	}
+	if calls := f.store.Calls(); calls != (faultstore.Counts{}) {
+		t.Errorf("skipped requests reached the store: %+v", calls)
+	}
+	check(t, "first counted", f.do(request("192.0.2.1:1")), allowed(`"default";q=1;w=60`, `"default";r=0;t=60`))
+}
+
+func TestCost(t *testing.T) {
+	const p = `"default";q=5;w=10`
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}}, httplimit.WithCost(2))
+	run(t, f, "192.0.2.1:1", []step{
+		{0, allowed(p, `"default";r=3;t=2`)},
+		{0, allowed(p, `"default";r=1;t=2`)},
+		// One token left, two wanted: the next token is 2s away, the
+		// second 4s: Retry-After covers the cost, t the next token.
+		{0, denied(p, `"default";r=1;t=2`, "2")},
+		{time.Second, denied(p, `"default";r=1;t=1`, "1")},
+		{time.Second, allowed(p, `"default";r=0;t=2`)},
+	})
+}
+
+func TestDenyHandler(t *testing.T) {
+	var res httplimit.Result
+	deny := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, _ = httplimit.FromContext(r.Context())
+		// The fields are set before the deny handler runs.
+		w.Header().Set("X-Seen", w.Header().Get(httplimit.HeaderRetryAfter)+"|"+w.Header().Get(httplimit.HeaderRateLimit))
+		w.WriteHeader(http.StatusTeapot)
+	})
+	f := setup(t, []limiter.Bucket{{Capacity: 1, Period: 3 * time.Second}}, httplimit.WithDenyHandler(deny))
+	f.do(request("192.0.2.1:1"))
+	f.clock.Advance(500 * time.Millisecond)
+	check(t, "denied", f.do(request("192.0.2.1:1")), want{status: 418, headers: map[string]string{
+		"X-Seen":                   `3|"default";r=0;t=3`,
+		httplimit.HeaderRetryAfter: "3",
+	}})
+	wantRes := httplimit.Result{Key: "ip:192.0.2.1", Cost: 1, Decision: limiter.Decision{
+		Allowed: false, Limit: 1, Remaining: 0, RetryAfter: 2500 * time.Millisecond, ResetAfter: 2500 * time.Millisecond,
+	}}
+	if res != wantRes {
+		t.Errorf("FromContext in the deny handler = %+v, want %+v", res, wantRes)
+	}
+}
+
+func TestFromContextOutsideMiddleware(t *testing.T) {
+	if res, ok := httplimit.FromContext(request("192.0.2.1:1").Context()); ok {
+		t.Errorf("FromContext = %+v, true; want false", res)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	store := memory.New()
+	t.Cleanup(func() { _ = store.Close() })
+	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 5, Period: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFunc := httplimit.WithKeyFunc(httplimit.KeyByHeader("X-User"))
+	tests := []struct {
+		name string
+		opts []httplimit.Option
+	}{
+		{"bad CIDR", []httplimit.Option{httplimit.WithTrustedProxies("10.0.0.0/33")}},
+		{"not an address", []httplimit.Option{httplimit.WithTrustedProxies("proxy.internal")}},
+		{"IPv6 prefix 0", []httplimit.Option{httplimit.WithIPv6Prefix(0)}},
+		{"IPv6 prefix 129", []httplimit.Option{httplimit.WithIPv6Prefix(129)}},
+		{"IPv4 prefix 33", []httplimit.Option{httplimit.WithIPv4Prefix(33)}},
+		{"unknown proxy header", []httplimit.Option{httplimit.WithProxyHeader("X-Real-IP")}},
+		{"key func and trusted proxies", []httplimit.Option{keyFunc, httplimit.WithTrustedProxies("10.0.0.0/8")}},
+		{"key func and IPv6 prefix", []httplimit.Option{httplimit.WithIPv6Prefix(56), keyFunc}},
+		{"nil key func", []httplimit.Option{httplimit.WithKeyFunc(nil)}},
+		{"cost 0", []httplimit.Option{httplimit.WithCost(0)}},
+		{"cost above capacity", []httplimit.Option{httplimit.WithCost(6)}},
+		{"two costs", []httplimit.Option{httplimit.WithCost(1), httplimit.WithCostFunc(func(*http.Request) int64 { return 1 })}},
+		{"nil cost func", []httplimit.Option{httplimit.WithCostFunc(nil)}},
+		{"nil deny handler", []httplimit.Option{httplimit.WithDenyHandler(nil)}},
+		{"nil error handler", []httplimit.Option{httplimit.WithErrorHandler(nil)}},
+		{"fail open without report", []httplimit.Option{httplimit.WithFailOpen(nil)}},
+		{"nil skip", []httplimit.Option{httplimit.WithSkip(nil)}},
+		{"empty policy name", []httplimit.Option{httplimit.WithPolicyName("")}},
+		{"quote in policy name", []httplimit.Option{httplimit.WithPolicyName(`a"b`)}},
+		{"empty hash secret", []httplimit.Option{httplimit.WithHashedKeys(nil)}},
+		{"nil option", []httplimit.Option{nil}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mw, err := httplimit.New(lim, tt.opts...)
+			if !errors.Is(err, httplimit.ErrInvalidOption) || mw != nil {
+				t.Errorf("New = %v, %v; want nil and ErrInvalidOption", mw != nil, err)
+			}
+		})
+	}
+	if _, err := httplimit.New(nil); !errors.Is(err, httplimit.ErrInvalidOption) {
+		t.Errorf("New(nil) = %v, want ErrInvalidOption", err)
+	}
+}
