@@ -176,7 +176,19 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// ownClient returns a client of srv, closed when t ends.
+// ownServer starts a redis-server for t alone and returns a store over it
+// and another client of it, for inspection.
+func ownServer(t *testing.T) (*redis.Store, *goredis.Client) {
+	t.Helper()
+	srv := testbackend.StartRedis(t)
+	s, err := redis.New(ownClient(t, srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, ownClient(t, srv.Addr())
+}
+
+// ownClient returns a client of the server at addr, closed when t ends.
 func ownClient(t *testing.T, addr string) *goredis.Client {
 	c := goredis.NewClient(&goredis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
@@ -303,12 +315,7 @@ func TestForeignValueLeftAlone(t *testing.T) {
 
 func TestScriptReloadedAfterFlush(t *testing.T) {
 	ctx := t.Context()
-	srv := testbackend.StartRedis(t)
-	direct := ownClient(t, srv.Addr())
-	s, err := redis.New(ownClient(t, srv.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, direct := ownServer(t)
 	var rec storage.Record
 	for i, step := range []struct {
 		flush bool  // SCRIPT FLUSH before the call
@@ -690,12 +697,7 @@ func parseChild(out []byte, label string, keys int) ([]int, error) {
 // Counted from INFO commandstats of an own server.
 func TestCommandsPerDecision(t *testing.T) {
 	ctx := t.Context()
-	srv := testbackend.StartRedis(t)
-	direct := ownClient(t, srv.Addr())
-	s, err := redis.New(ownClient(t, srv.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, direct := ownServer(t)
 	const capacity = 200
 	lim, err := limiter.New(s, []limiter.Bucket{{Capacity: capacity, Period: time.Hour}},
 		limiter.WithClock(fakeclock.New(time.Unix(1e9, 0))))
