@@ -37,7 +37,9 @@
 //
 // Each row stores its expiry, computed on the database server's clock
 // (clock_timestamp() plus the time to live), and every statement compares
-// it with that clock, so processes with skewed clocks agree. An expired
+// it with that clock, so processes with skewed clocks agree on expiry.
+// Each reply also carries that clock (storage.TimedStore), so that with
+// limiter.WithStoreClock they agree on refills too. An expired
 // row reads as absent at once. A background goroutine deletes expired
 // rows every minute (WithSweepInterval), walking the primary key in
 // batches of 1000 rows per statement and skipping rows other clients

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-go/sluice/storage"
@@ -23,7 +22,9 @@ const defaultSweepInterval = time.Minute
 const sweepBatch = 1000
 
 // Store is a storage.Store over one PostgreSQL table. It is safe for
-// concurrent use; create it with New.
+// concurrent use; create it with New. It also implements
+// storage.TimedStore: each reply carries the database server's time, for
+// limiter.WithStoreClock.
 type Store struct {
 	pool   *pgxpool.Pool
 	table  string // quoted
@@ -35,7 +36,10 @@ type Store struct {
 	sweepDone chan struct{}
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store      = (*Store)(nil)
+	_ storage.TimedStore = (*Store)(nil)
+)
 
 // config collects what the options set.
 type config struct {
@@ -133,22 +137,32 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 // Get returns the live record under key, or Version 0 when the key is
 // absent or expired. It is one statement.
 func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
+	rec, _, err := s.GetTimed(ctx, key)
+	return rec, err
+}
+
+// GetTimed is Get, plus the database server's time at which it ran (see
+// storage.TimedStore).
+func (s *Store) GetTimed(ctx context.Context, key string) (storage.Record, time.Time, error) {
 	if err := s.check(ctx, "get", key); err != nil {
-		return storage.Record{}, err
+		return storage.Record{}, time.Time{}, err
 	}
-	var rec storage.Record
-	var version int64
-	err := s.pool.QueryRow(ctx, s.stmt.get, []byte(key)).Scan(&rec.Value, &version)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return storage.Record{}, nil
+	var (
+		value   []byte
+		version *int64
+		now     time.Time
+	)
+	if err := s.pool.QueryRow(ctx, s.stmt.get, []byte(key)).Scan(&value, &version, &now); err != nil {
+		return storage.Record{}, time.Time{}, newError("get", key, ctx, err)
 	}
+	if version == nil {
+		return storage.Record{}, now, nil
+	}
+	v, err := checkVersion("get", key, *version)
 	if err != nil {
-		return storage.Record{}, newError("get", key, ctx, err)
+		return storage.Record{}, time.Time{}, err
 	}
-	if rec.Version, err = checkVersion("get", key, version); err != nil {
-		return storage.Record{}, err
-	}
-	return rec, nil
+	return storage.Record{Value: value, Version: v}, now, nil
 }
 
 // CompareAndSwap writes value under key iff the live record's version is
@@ -158,8 +172,16 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // versions come from the table's identity sequence, so they never repeat
 // for any key.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	rec, swapped, _, err := s.CompareAndSwapTimed(ctx, key, expected, value, ttl)
+	return rec, swapped, err
+}
+
+// CompareAndSwapTimed is CompareAndSwap, plus the database server's time
+// just after the statement wrote or found the record (see
+// storage.TimedStore).
+func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
 	if err := s.check(ctx, "cas", key); err != nil {
-		return storage.Record{}, false, err
+		return storage.Record{}, false, time.Time{}, err
 	}
 	if value == nil {
 		value = []byte{} // nil would be sent as NULL
@@ -169,23 +191,24 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 		swapped bool
 		version int64
 		current []byte
+		now     time.Time
 	)
 	err := s.pool.QueryRow(ctx, s.stmt.cas, []byte(key), int64(expected), value, int64(micros)).
-		Scan(&swapped, &version, &current)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return storage.Record{}, false, nil // absent, and expected was not 0
-	}
+		Scan(&swapped, &version, &current, &now)
 	if err != nil {
-		return storage.Record{}, false, newError("cas", key, ctx, err)
+		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
+	}
+	if !swapped && version == 0 {
+		return storage.Record{}, false, now, nil // absent, and expected was not 0
 	}
 	v, err := checkVersion("cas", key, version)
 	if err != nil {
-		return storage.Record{}, false, err
+		return storage.Record{}, false, time.Time{}, err
 	}
 	if swapped {
-		return storage.Record{Value: bytes.Clone(value), Version: v}, true, nil
+		return storage.Record{Value: bytes.Clone(value), Version: v}, true, now, nil
 	}
-	return storage.Record{Value: current, Version: v}, false, nil
+	return storage.Record{Value: current, Version: v}, false, now, nil
 }
 
 // Delete removes key; an absent key is not an error. It is one statement.

@@ -47,10 +47,16 @@ func openStore(tb testing.TB, url string, opts ...postgres.Option) *postgres.Sto
 	if _, seen := tables.LoadOrStore(tb, struct{}{}); !seen {
 		tb.Cleanup(func() { dropTable(tb, url, table) })
 	}
-	pool := newPool(tb, url, 0)
+	return storeOn(tb, newPool(tb, url, 0), opts...)
+}
+
+// storeOn returns a Store through pool over tb's own table, which the
+// caller drops.
+func storeOn(tb testing.TB, pool *pgxpool.Pool, opts ...postgres.Option) *postgres.Store {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := postgres.New(ctx, pool, append([]postgres.Option{postgres.WithTable(table)}, opts...)...)
+	s, err := postgres.New(ctx, pool, append([]postgres.Option{postgres.WithTable(testbackend.Namespace(tb))}, opts...)...)
 	if err != nil {
 		tb.Fatalf("postgres.New: %v", err)
 	}
@@ -62,7 +68,13 @@ func openStore(tb testing.TB, url string, opts ...postgres.Option) *postgres.Sto
 // pgx's default), closed when tb ends.
 func newPool(tb testing.TB, url string, maxConns int32) *pgxpool.Pool {
 	tb.Helper()
-	pool, err := openPool(url, maxConns)
+	return newPoolWith(tb, url, maxConns, false)
+}
+
+// newPoolWith is newPool, with durable commits if asked.
+func newPoolWith(tb testing.TB, url string, maxConns int32, durable bool) *pgxpool.Pool {
+	tb.Helper()
+	pool, err := openPool(url, maxConns, durable)
 	if err != nil {
 		tb.Fatalf("pgxpool: %v", err)
 	}
@@ -71,8 +83,8 @@ func newPool(tb testing.TB, url string, maxConns int32) *pgxpool.Pool {
 }
 
 // openPool returns a pool on url with at most maxConns connections (0:
-// pgx's default).
-func openPool(url string, maxConns int32) (*pgxpool.Pool, error) {
+// pgx's default). Unless durable, commits do not wait for the disk.
+func openPool(url string, maxConns int32, durable bool) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
@@ -80,9 +92,11 @@ func openPool(url string, maxConns int32) (*pgxpool.Pool, error) {
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	// Durability is not under test, and waiting for each commit to reach
-	// the disk would make the contended checks take minutes.
-	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	if !durable {
+		// Durability is not under test, and waiting for each commit to
+		// reach the disk would make the contended checks take minutes.
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	}
 	return pgxpool.NewWithConfig(context.Background(), cfg)
 }
 

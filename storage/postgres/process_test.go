@@ -73,7 +73,7 @@ func childTask(task string) (*childReport, error) {
 	keys, _ := strconv.Atoi(os.Getenv(childKeys))
 	attempts, _ := strconv.Atoi(os.Getenv(childAttempts))
 	now, _ := strconv.ParseInt(os.Getenv(childNow), 10, 64)
-	pool, err := openPool(os.Getenv(childURL), childGoroutines)
+	pool, err := openPool(os.Getenv(childURL), childGoroutines, false)
 	if err != nil {
 		return nil, err
 	}

@@ -231,8 +231,10 @@ type statements struct {
 // shorten the time to live.
 func newStatements(t, seq string) statements {
 	return statements{
-		// $1 key.
-		get: `SELECT value, version FROM ` + t + ` WHERE key = $1 AND expires_at > clock_timestamp()`,
+		// $1 key. Always one row, with the server's time; an absent or
+		// expired key has a NULL value and version.
+		get: `SELECT r.value, r.version, now() FROM (SELECT) AS one
+	LEFT JOIN ` + t + ` AS r ON r.key = $1 AND r.expires_at > now()`,
 
 		// $1 key, $2 expected version, $3 value, $4 ttl in microseconds.
 		//
@@ -252,6 +254,10 @@ func newStatements(t, seq string) statements {
 		// FOR SHARE makes it wait for a writer in flight and read the
 		// newest committed version rather than the snapshot's, so the
 		// record returned on conflict is as fresh as it can be.
+		//
+		// The last branch reports an absent key (expected <> 0), so that
+		// the statement always returns exactly one row, each with the
+		// server's time after the write.
 		cas: `WITH nv AS (
 	SELECT nextval(` + seq + `) AS v
 ), ins AS (
@@ -272,9 +278,11 @@ func newStatements(t, seq string) statements {
 	WHERE $2::bigint <> 0 AND c.key = $1 AND c.expires_at > clock_timestamp() AND NOT EXISTS (SELECT FROM upd)
 	FOR SHARE
 )
-SELECT swapped, version, CASE WHEN swapped THEN NULL ELSE value END FROM ins
-UNION ALL SELECT true, version, NULL FROM upd
-UNION ALL SELECT false, version, value FROM cur`,
+SELECT swapped, version, CASE WHEN swapped THEN NULL ELSE value END, clock_timestamp() FROM ins
+UNION ALL SELECT true, version, NULL, clock_timestamp() FROM upd
+UNION ALL SELECT false, version, value, clock_timestamp() FROM cur
+UNION ALL SELECT false, 0, NULL, clock_timestamp()
+	WHERE NOT EXISTS (SELECT FROM ins) AND NOT EXISTS (SELECT FROM upd) AND NOT EXISTS (SELECT FROM cur)`,
 
 		// $1 key.
 		del: `DELETE FROM ` + t + ` WHERE key = $1`,
