@@ -56,5 +56,6 @@
 //
 // Servers are started with a parent-death signal, so a test binary that
 // dies without reaching the end of Main (a panic, -timeout) takes its
-// servers with it; their temporary directories stay behind in that case.
+// servers with it; their temporary directories stay behind until the next
+// test binary that calls Main removes them.
 package testbackend

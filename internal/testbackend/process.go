@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -176,7 +177,7 @@ type server struct {
 // and stops it and removes the directory when tb ends.
 func startOwn(tb testing.TB, what string, start func(dir string) (*process, int, error)) server {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "sluice-"+what+"-")
+	dir, err := makeDir(what)
 	if err != nil {
 		tb.Fatalf("testbackend: %v", err)
 	}
@@ -198,7 +199,7 @@ func startOwn(tb testing.TB, what string, start func(dir string) (*process, int,
 // startShared starts the server shared by a test binary with start in a
 // new temporary directory, and has Main stop it and remove the directory.
 func startShared(what string, start func(dir string) (*process, int, error)) (port int, err error) {
-	dir, err := os.MkdirTemp("", "sluice-"+what+"-")
+	dir, err := makeDir(what)
 	if err != nil {
 		return 0, fmt.Errorf("testbackend: %w", err)
 	}
@@ -234,5 +235,33 @@ func (s *server) Start() {
 	s.tb.Helper()
 	if err := s.proc.start(); err != nil {
 		s.tb.Fatalf("%v", err)
+	}
+}
+
+// makeDir makes a temporary directory for a server. Its name holds the
+// process ID of this test binary, so that sweepDirs can tell whose it is.
+func makeDir(what string) (string, error) {
+	return os.MkdirTemp("", fmt.Sprintf("%s%s-%d-", dirPrefix, what, os.Getpid()))
+}
+
+// dirPrefix starts the name of every directory made by makeDir.
+const dirPrefix = "sluice-testbackend-"
+
+// sweepDirs removes the directories that makeDir made for test binaries
+// that are gone without cleaning up (killed, or ended by a panic).
+func sweepDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, dir := range dirs {
+		parts := strings.Split(strings.TrimPrefix(filepath.Base(dir), dirPrefix), "-")
+		if len(parts) != 3 {
+			continue
+		}
+		pid, err := strconv.Atoi(parts[1])
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(dir)
+		}
 	}
 }

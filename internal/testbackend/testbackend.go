@@ -59,11 +59,13 @@ func (s *shared) get(find func() (url, source string, err error)) {
 //
 //	func TestMain(m *testing.M) { testbackend.Main(m) }
 //
-// Without it, RedisURL and PostgresURL work only through the environment
-// variables, and fail the test otherwise, so that no server outlives its
-// test binary.
+// Before the tests, it removes the directories of servers whose test
+// binary died without cleaning up. Without Main, RedisURL and PostgresURL
+// work only through the environment variables, and fail the test
+// otherwise, so that no server outlives its test binary.
 func Main(m *testing.M) {
 	mainCalled.Store(true)
+	sweepDirs()
 	code := m.Run()
 	if err := stopAll(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -110,6 +110,33 @@ func TestNewestDebianBin(t *testing.T) {
 	}
 }
 
+func TestSweepDirs(t *testing.T) {
+	done := exec.Command("true")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := done.Process.Pid  // exited and reaped: no such process now
+	dirs := map[string]bool{} // dir -> whether sweepDirs must keep it
+	for _, tc := range []struct {
+		pid  int
+		keep bool
+	}{{dead, false}, {os.Getpid(), true}, {os.Getppid(), true}} {
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%sredis-%d-", dirPrefix, tc.pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		dirs[dir] = tc.keep
+	}
+	sweepDirs()
+	for dir, keep := range dirs {
+		_, err := os.Stat(dir)
+		if exists := err == nil; exists != keep {
+			t.Errorf("after sweepDirs, %s exists = %v, want %v", dir, exists, keep)
+		}
+	}
+}
+
 func TestStartRedis(t *testing.T) {
 	t.Parallel()
 	srv := StartRedis(t, "--appendonly", "yes")
