@@ -3,7 +3,7 @@
 
 FUZZTIME ?= 10s
 
-.PHONY: test test-386 fmt-check fuzz bench
+.PHONY: test test-386 fmt-check fuzz bench bench-quick
 
 # Vet, then every test with the race detector, in random order.
 test:
@@ -32,12 +32,25 @@ fuzz:
 	done
 
 # Benchmarks: the peer comparison in bench/ once it exists, else the root
-# module's own.
+# module's own. The comparison runs the whole suite BENCH_RUNS times, one
+# run after the other (so every contender meets the same conditions),
+# keeps the raw output in bench/last-run.txt and prints one table per
+# backend with the medians. bench-quick is a one-minute look.
+BENCH_RUNS ?= 5
+BENCH_TIME ?= 500ms
+
 bench:
 	@if [ -f bench/go.mod ]; then \
-		echo "cd bench && go test -run '^\$$' -bench . -benchmem ./..."; \
-		cd bench && go test -run '^$$' -bench . -benchmem ./...; \
+		cd bench && go test -c -o bench.test . && \
+		for i in $$(seq $(BENCH_RUNS)); do \
+			echo "run $$i of $(BENCH_RUNS): ./bench.test -test.run '^\$$' -test.bench . -test.benchmem -test.benchtime $(BENCH_TIME)" >&2; \
+			./bench.test -test.run '^$$' -test.bench . -test.benchmem -test.benchtime $(BENCH_TIME); \
+		done | tee last-run.txt && \
+		echo && go run ./cmd/benchtable < last-run.txt; \
 	else \
 		echo "go test -run '^\$$' -bench . -benchmem ./..."; \
 		go test -run '^$$' -bench . -benchmem ./...; \
 	fi
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_RUNS=1 BENCH_TIME=100ms

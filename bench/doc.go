@@ -1,0 +1,42 @@
+// Package bench measures sluice against its peers, in one run, on the same
+// machine and servers. It holds benchmarks only; the module has its own
+// go.mod so that the peers never enter sluice's dependencies.
+//
+// # What is measured
+//
+// Every contender gets the same limit and the same keys:
+//
+//   - allowed decisions: 1e9 tokens per second per key, burst 1e9, so that
+//     every call is allowed and does the full work of a write (with a small
+//     limit a hot key would be exhausted within a millisecond and the run
+//     would measure denials);
+//   - denials: one token per hour, taken before the timer starts, so that
+//     every timed call is denied.
+//
+// The in-process table (BenchmarkMemory) runs one hot key sequentially and
+// in parallel (GOMAXPROCS goroutines), 10,000 keys in parallel, and the
+// denial of an exhausted key. The networked tables (BenchmarkRedis,
+// BenchmarkPostgresLogged, BenchmarkPostgresUnlogged, BenchmarkBolt) run
+// one hot key and 10,000 keys at 1, 16 and 64 goroutines, and the denial,
+// and report decisions per second, the 50th and 99th percentile latency of
+// one decision, and the round trips to the store per decision. The floors
+// are the least a client can do per decision: a bare PING and EVALSHA of a
+// trivial script on Redis, one INSERT ... ON CONFLICT DO UPDATE ...
+// RETURNING on PostgreSQL, one db.Update per write on bbolt.
+//
+// Round trips are counted on the client: a go-redis hook counts commands
+// and pipelines sent, and a wrapper of sluice's storage.Store counts the
+// calls the limiter makes to PostgreSQL and bbolt (each is one statement or
+// one queued write). The server's own counters (INFO commandstats) would
+// also count other clients of a shared server.
+//
+// # Running
+//
+// make bench runs every benchmark several times and prints one table per
+// backend with each contender's throughput relative to sluice (medians of
+// the runs); make bench-quick is a short look. Servers: SLUICE_REDIS_URL
+// (default redis://127.0.0.1:6379/0) and SLUICE_POSTGRES_URL (default
+// postgres://root@127.0.0.1:5432/test?sslmode=disable); a backend whose
+// server does not answer is skipped with a line saying so. Keys and tables
+// are unique to the run and removed afterwards; nothing else is touched.
+package bench
