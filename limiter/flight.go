@@ -27,10 +27,16 @@ type stats struct {
 // otherwise in a flight of its own or in the batch of another call's.
 func (l *Limiter) do(ctx context.Context, key string, o op) (Decision, stats, error) {
 	s := l.cache.get(key, l.prefix)
+	if l.inPlace != nil {
+		d, st, err := l.local(ctx, s, o)
+		l.cache.release(key, s)
+		return d, st, err
+	}
 	// An exhausted key is denied from the last record seen: other writers
 	// can only have taken tokens since, never added them.
 	if s.have && !o.refund {
-		if _, d := decide(l.rules, s.st, l.now(), o.cost, false); !d.Allowed {
+		probe := s.st
+		if d := decide(l.rules, &probe, l.now(), o.cost, false); !d.Allowed {
 			s.mu.Unlock()
 			return d, stats{cached: true}, nil
 		}
@@ -190,12 +196,12 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 	}
 	for attempt := 1; ; attempt++ {
 		now := l.now()
-		next, d, wrote := l.apply(cur, now, o)
+		next := cur
+		d, wrote := l.apply(&next, now, o)
 		for _, w := range batch {
-			var wd Decision
 			var ww bool
-			next, wd, ww = l.apply(next, now, w.op)
-			w.d, wrote = wd, wrote || ww
+			w.d, ww = l.apply(&next, now, w.op)
+			wrote = wrote || ww
 		}
 		if !wrote {
 			// All denied: nothing to write.
@@ -238,12 +244,58 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 	}
 }
 
-// apply decides o on cur at now: the next state, o's decision, and whether
+// apply decides o on s at now, advancing s in place, and reports whether
 // the state must be written.
-func (l *Limiter) apply(cur state, now int64, o op) (state, Decision, bool) {
+func (l *Limiter) apply(s *state, now int64, o op) (Decision, bool) {
 	if o.refund {
-		return refund(l.rules, cur, now, o.cost), Decision{}, true
+		refund(l.rules, s, now, o.cost)
+		return Decision{}, true
 	}
-	next, d := decide(l.rules, cur, now, o.cost, true)
-	return next, d, d.Allowed
+	d := decide(l.rules, s, now, o.cost, true)
+	return d, d.Allowed
+}
+
+// local decides o on an in-process store while holding the key's lock:
+// such a store never blocks, so callers wait on the lock rather than
+// queue, and the decision allocates nothing. s.mu is held on entry and
+// released on return.
+func (l *Limiter) local(ctx context.Context, s *slot, o op) (Decision, stats, error) {
+	defer s.mu.Unlock()
+	now := l.now()
+	// s.st is advanced in place: a denial leaves it refilled (the same
+	// state), a failure forgets it.
+	if !s.have {
+		s.version, s.st = 0, fullState(l.rules, now)
+	}
+	cached := s.have
+	var st stats
+	for attempt := 1; ; attempt++ {
+		d, wrote := l.apply(&s.st, now, o)
+		if !wrote {
+			st.cached = cached && attempt == 1
+			s.have = true
+			return d, st, nil
+		}
+		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &s.st)
+		st.calls++
+		v, rec, swapped, err := l.inPlace.CompareAndSwapInPlace(ctx, s.key, s.version, s.buf, retention(l.rules, &s.st, now))
+		if err != nil {
+			s.have = false
+			return Decision{}, st, err
+		}
+		if swapped {
+			s.have, s.version = true, v
+			return d, st, nil
+		}
+		st.retries++
+		if attempt == maxAttempts {
+			s.have = false
+			return Decision{}, st, fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt)
+		}
+		if s.st, err = l.decode(s.key, rec, now); err != nil {
+			s.have = false
+			return Decision{}, st, err
+		}
+		s.version = rec.Version
+	}
 }

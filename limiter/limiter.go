@@ -31,8 +31,9 @@ const maxAttempts = 16
 // documentation explains how one compare-and-swap decides each call.
 type Limiter struct {
 	store    storage.Store
-	timed    storage.TimedStore // set with WithStoreClock
-	rules    []Bucket           // canonical order: by Period, then Capacity
+	timed    storage.TimedStore   // set with WithStoreClock
+	inPlace  storage.InPlaceStore // an in-process store, decided under the key's lock
+	rules    []Bucket             // canonical order: by Period, then Capacity
 	fp       uint32
 	prefix   string // name + ":"
 	clock    Clock
@@ -103,6 +104,8 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 			return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it does not implement storage.TimedStore)", ErrInvalidOption, store)
 		}
 		l.timed = timed
+	} else if ip, ok := store.(storage.InPlaceStore); ok {
+		l.inPlace = ip
 	}
 	return l, nil
 }
@@ -221,7 +224,7 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 		}
 		s.mu.Unlock()
 	}
-	_, d := decide(l.rules, st, l.now(), 1, false)
+	d := decide(l.rules, &st, l.now(), 1, false)
 	if l.observer != nil {
 		l.observer.OnDecision(Event{Method: "Peek", Key: key, Decision: d, Latency: time.Since(start), StoreCalls: 1})
 	}

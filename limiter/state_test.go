@@ -103,7 +103,7 @@ func FuzzDecide(f *testing.F) {
 			}
 			now += dt
 			cost := 1 + int64(steps[i+1])%capacity
-			next, d := decide(rules, st, now, cost, true)
+			next, d := advanced(rules, st, now, cost, true)
 			if d.Allowed {
 				admitted += cost
 				st = next

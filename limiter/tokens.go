@@ -39,48 +39,48 @@ func fullState(rules []Bucket, now int64) state {
 	return s
 }
 
-// decide computes a call of the given cost at now against cur. When take
-// is true and every bucket holds cost tokens, they are taken; otherwise
-// nothing is. It returns the next state, to be stored only when the
-// decision is Allowed and take is true, and the Decision. Time before
-// cur.at refills nothing.
-func decide(rules []Bucket, cur state, now, cost int64, take bool) (state, Decision) {
-	next := cur
+// decide computes a call of the given cost at now against the state s,
+// which it advances in place: every bucket refilled to now, and, when take
+// is true and every bucket holds cost tokens, cost taken from each;
+// otherwise nothing is taken. Time before s.at refills nothing. It returns
+// the Decision. A state refilled without a take is the same state seen
+// later, so a caller may keep it.
+func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
 	var elapsed uint64
-	if now > cur.at {
-		elapsed = uint64(now) - uint64(cur.at) // exact even when the difference overflows int64
-		next.at = now
+	if now > s.at {
+		elapsed = uint64(now) - uint64(s.at) // exact even when the difference overflows int64
+		s.at = now
 	}
 	allowed := true
 	for i, b := range rules {
-		next.levels[i] = refill(b, cur.levels[i], elapsed)
-		if next.levels[i].whole < cost {
+		s.levels[i] = refill(b, s.levels[i], elapsed)
+		if s.levels[i].whole < cost {
 			allowed = false
 		}
 	}
 	var d Decision
-	skew := durationBetween(now, next.at) // > 0 only when the clock went back
+	skew := durationBetween(now, s.at) // > 0 only when the clock went back
 	if allowed {
 		if take {
 			for i := range rules {
-				next.levels[i].whole -= cost
+				s.levels[i].whole -= cost
 			}
 		}
 	} else {
 		var wait time.Duration
 		for i, b := range rules {
-			if w := untilWhole(b, next.levels[i], cost); w > wait {
+			if w := untilWhole(b, s.levels[i], cost); w > wait {
 				wait = w
 			}
 		}
 		d.RetryAfter = addSat(skew, wait)
 	}
-	bind := binding(rules, &next)
+	bind := binding(rules, s)
 	d.Allowed = allowed
 	d.Limit = rules[bind].Capacity
-	d.Remaining = next.levels[bind].whole
-	d.ResetAfter = addSat(skew, untilWhole(rules[bind], next.levels[bind], rules[bind].Capacity))
-	return next, d
+	d.Remaining = s.levels[bind].whole
+	d.ResetAfter = addSat(skew, untilWhole(rules[bind], s.levels[bind], rules[bind].Capacity))
+	return d
 }
 
 // retention is how long s must be kept at now: until every bucket is full
@@ -172,16 +172,15 @@ func addSat(a, b time.Duration) time.Duration {
 	return a + b
 }
 
-// refund gives n tokens back to every bucket of cur at now, never above
-// capacity.
-func refund(rules []Bucket, cur state, now, n int64) state {
-	next, _ := decide(rules, cur, now, 1, false) // refill to now
+// refund gives n tokens back to every bucket of s at now, in place, never
+// above capacity.
+func refund(rules []Bucket, s *state, now, n int64) {
+	decide(rules, s, now, 1, false) // refill to now
 	for i, b := range rules {
-		if l := next.levels[i]; l.whole >= b.Capacity-n {
-			next.levels[i] = level{whole: b.Capacity}
+		if s.levels[i].whole >= b.Capacity-n {
+			s.levels[i] = level{whole: b.Capacity}
 		} else {
-			next.levels[i].whole += n
+			s.levels[i].whole += n
 		}
 	}
-	return next
 }

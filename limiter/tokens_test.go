@@ -27,7 +27,7 @@ func runSteps(t *testing.T, rules []Bucket, steps []step) {
 		if cost == 0 {
 			cost, take = 1, false
 		}
-		next, d := decide(rules, st, t0+int64(s.at), cost, take)
+		next, d := advanced(rules, st, t0+int64(s.at), cost, take)
 		if d.Allowed && take {
 			st = next
 		}
@@ -110,12 +110,12 @@ func TestDecideClockBackwards(t *testing.T) {
 	})
 	// Extreme times never panic.
 	st := fullState(rules, -1<<63)
-	if _, d := decide(rules, st, 1<<63-1, 1, true); !d.Allowed {
+	if _, d := advanced(rules, st, 1<<63-1, 1, true); !d.Allowed {
 		t.Errorf("from MinInt64 to MaxInt64: %+v, want allowed", d)
 	}
 	st = fullState(rules, 1<<63-1)
 	st.levels[0] = level{}
-	if _, d := decide(rules, st, -1<<63, 1, true); d.Allowed || d.RetryAfter != 1<<63-1 {
+	if _, d := advanced(rules, st, -1<<63, 1, true); d.Allowed || d.RetryAfter != 1<<63-1 {
 		t.Errorf("from MaxInt64 back to MinInt64: %+v, want denied with a saturated wait", d)
 	}
 }
@@ -156,9 +156,9 @@ func TestExactAdmission(t *testing.T) {
 				// Take as much as possible in one or two calls, as a
 				// fast client with a large cost would.
 				cost := max(int64(1), st.levels[0].whole)
-				next, d := decide(rules, st, now, cost, true)
+				next, d := advanced(rules, st, now, cost, true)
 				if !d.Allowed {
-					next, d = decide(rules, st, now, 1, true)
+					next, d = advanced(rules, st, now, 1, true)
 					if !d.Allowed {
 						break
 					}
@@ -193,7 +193,7 @@ func TestAgainstXTimeRate(t *testing.T) {
 			if r.IntN(3) > 0 {
 				cost = 1
 			}
-			next, d := decide(rules, st, now.UnixNano(), cost, true)
+			next, d := advanced(rules, st, now.UnixNano(), cost, true)
 			if d.Allowed {
 				st = next
 			}
@@ -206,11 +206,18 @@ func TestAgainstXTimeRate(t *testing.T) {
 
 func TestRetention(t *testing.T) {
 	rules := []Bucket{{Capacity: 4, Period: 8 * time.Second}, {Capacity: 100, Period: time.Hour}}
-	st, _ := decide(rules, fullState(rules, 0), 0, 4, true)
+	st, _ := advanced(rules, fullState(rules, 0), 0, 4, true)
 	if got, want := retention(rules, &st, 0), 145*time.Second; got != want {
 		t.Errorf("retention after 4 of 100/h = %v, want %v", got, want)
 	}
 	if got, want := retention(rules, &st, -5*int64(time.Second)), 150*time.Second; got != want {
 		t.Errorf("retention seen from 5s earlier = %v, want %v", got, want)
 	}
+}
+
+// next_ is decide on a copy: it returns the advanced state beside the
+// decision and leaves st as it was.
+func advanced(rules []Bucket, st state, now, cost int64, take bool) (state, Decision) {
+	d := decide(rules, &st, now, cost, take)
+	return st, d
 }

@@ -22,3 +22,18 @@ type TimedStore interface {
 	// CompareAndSwapTimed is CompareAndSwap, plus the backend's time.
 	CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (rec Record, swapped bool, now time.Time, err error)
 }
+
+// InPlaceStore is an optional interface for stores whose operations
+// complete on the calling goroutine without I/O, such as the memory
+// driver. The limiter then holds its per-key lock across the call instead
+// of queueing callers behind a store call in flight, and decides without
+// allocating.
+type InPlaceStore interface {
+	Store
+	// CompareAndSwapInPlace is CompareAndSwap for a caller that does not
+	// need the stored value back. On success it returns the new version
+	// and a zero current Record; on conflict, the current record, as
+	// CompareAndSwap does. Since a value written this way is never handed
+	// out, the store may later overwrite its memory in place.
+	CompareAndSwapInPlace(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (version uint64, current Record, swapped bool, err error)
+}

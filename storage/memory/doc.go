@@ -38,7 +38,10 @@
 // default, see WithShards) by a hash seeded per store, each with its own
 // lock held only for a map lookup and store, so goroutines that use
 // different keys rarely wait for each other. Get allocates nothing;
-// CompareAndSwap allocates only the copy of the value it stores.
+// CompareAndSwap allocates only the copy of the value it stores. The
+// limiter uses CompareAndSwapInPlace (storage.InPlaceStore), which hands
+// no value back and so may overwrite the memory of the value it replaces:
+// a warm key's decision allocates nothing.
 //
 // # Errors
 //
@@ -50,6 +53,6 @@
 //
 // Get and CompareAndSwap return the store's own value slice, shared with
 // every other reader: callers must not modify Record.Value. The store
-// never modifies a slice once stored (a swap stores a new one), and it
-// never keeps the slice a caller passes to CompareAndSwap.
+// never modifies a slice once it has handed it out (the next swap stores
+// a new one), and it never keeps the slice a caller passes in.
 package memory

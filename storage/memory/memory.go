@@ -54,7 +54,7 @@ type Store struct {
 	jan    *janitor
 }
 
-var _ storage.Store = (*Store)(nil)
+var _ storage.InPlaceStore = (*Store)(nil)
 
 // New returns an empty Store and starts its janitor, the goroutine that
 // removes expired records; Close stops it.
@@ -87,7 +87,7 @@ func New(opts ...Option) *Store {
 		jan:    &janitor{every: every, stop: make(chan struct{}), done: make(chan struct{})},
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]entry)
+		s.shards[i].m = make(map[string]*entry)
 	}
 	start := s.start
 	now := func() int64 { return int64(time.Since(start)) }
@@ -118,17 +118,20 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 	}
 	sh := s.shard(key)
 	sh.mu.Lock()
-	e, ok := sh.m[key]
-	closed := sh.m == nil
-	sh.mu.Unlock()
-	if closed {
+	if sh.m == nil {
+		sh.mu.Unlock()
 		return storage.Record{}, errClosed("get", key)
 	}
-	// The clock is read only for a record found, after the lookup.
-	if !ok || e.expires <= s.now() {
+	e := sh.m[key]
+	// The clock is read only for a record found.
+	if e == nil || e.expires <= s.now() {
+		sh.mu.Unlock()
 		return storage.Record{}, nil
 	}
-	return storage.Record{Value: e.value, Version: e.version}, nil
+	e.shared = true
+	rec := storage.Record{Value: e.value, Version: e.version}
+	sh.mu.Unlock()
+	return rec, nil
 }
 
 // CompareAndSwap stores a copy of value under key, to expire after ttl, iff
@@ -136,8 +139,26 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // record stored afterwards; on conflict that is the current one (Version 0
 // if absent), whose Value must not be modified. value is not retained.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	version, cur, swapped, err := s.swap(ctx, key, expected, value, ttl, false)
+	if !swapped || err != nil {
+		return cur, false, err
+	}
+	return storage.Record{Value: cur.Value, Version: version}, true, nil
+}
+
+// CompareAndSwapInPlace is CompareAndSwap without the stored value in the
+// reply (see storage.InPlaceStore), which lets the store reuse the memory
+// of the value it replaces: the limiter's steady state allocates nothing.
+func (s *Store) CompareAndSwapInPlace(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (uint64, storage.Record, bool, error) {
+	return s.swap(ctx, key, expected, value, ttl, true)
+}
+
+// swap is both compare-and-swaps. On success it returns the new version
+// and, unless inPlace, the stored value in the record; on conflict, the
+// current record.
+func (s *Store) swap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration, inPlace bool) (uint64, storage.Record, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return storage.Record{}, false, err
+		return 0, storage.Record{}, false, err
 	}
 	sh := s.shard(key)
 	now := s.now()
@@ -148,28 +169,42 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 	sh.mu.Lock()
 	if sh.m == nil {
 		sh.mu.Unlock()
-		return storage.Record{}, false, errClosed("cas", key)
+		return 0, storage.Record{}, false, errClosed("cas", key)
 	}
-	e, ok := sh.m[key]
-	if !ok || e.expires <= now {
+	e := sh.m[key]
+	if e == nil || e.expires <= now {
 		if expected != 0 {
 			sh.mu.Unlock()
-			return storage.Record{}, false, nil
+			return 0, storage.Record{}, false, nil
 		}
 	} else if e.version != expected {
+		e.shared = true
+		cur := storage.Record{Value: e.value, Version: e.version}
 		sh.mu.Unlock()
-		return storage.Record{Value: e.value, Version: e.version}, false, nil
+		return 0, cur, false, nil
 	}
-	v := make([]byte, len(value))
-	copy(v, value)
+	if e == nil {
+		e = &entry{}
+		sh.m[key] = e
+		if n := len(sh.m); n > sh.peak {
+			sh.peak = n
+		}
+	}
+	if inPlace && !e.shared && cap(e.value) >= len(value) {
+		e.value = e.value[:len(value)]
+	} else {
+		e.value = make([]byte, len(value))
+	}
+	copy(e.value, value)
 	sh.version++
-	version := sh.version
-	sh.m[key] = entry{value: v, version: version, expires: expires}
-	if n := len(sh.m); n > sh.peak {
-		sh.peak = n
+	e.version, e.expires, e.shared = sh.version, expires, !inPlace
+	version := e.version
+	var stored storage.Record
+	if !inPlace {
+		stored.Value = e.value
 	}
 	sh.mu.Unlock()
-	return storage.Record{Value: v, Version: version}, true, nil
+	return version, stored, true, nil
 }
 
 // Delete removes key; an absent key is not an error.

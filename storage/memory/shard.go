@@ -20,12 +20,15 @@ const (
 	shrinkFactor = 4
 )
 
-// entry is one stored record. value is never modified once stored: a swap
-// stores a new slice, so Get can hand it out without copying.
+// entry is one stored record. A value that was handed out (by Get or
+// CompareAndSwap) is never modified again: shared marks it, and the next
+// swap stores a new slice. Only CompareAndSwapInPlace, which hands
+// nothing out, overwrites an unshared value.
 type entry struct {
 	value   []byte
 	version uint64
 	expires int64 // on the store's monotonic clock (see Store.now)
+	shared  bool
 }
 
 // shard is one lock and the part of the key space that hashes to it.
@@ -33,7 +36,7 @@ type shard struct {
 	mu sync.Mutex
 	// m holds the shard's entries, expired ones included until the
 	// janitor removes them; nil once the store is closed.
-	m map[string]entry
+	m map[string]*entry
 	// version is the last version handed out in this shard. A key always
 	// lives in the same shard, so a per-shard counter gives every key
 	// strictly growing versions, across Delete and expiry, without one
@@ -87,7 +90,7 @@ func (sh *shard) shrink() {
 	if sh.peak < shrinkMin || len(sh.m) >= sh.peak/shrinkFactor {
 		return
 	}
-	m := make(map[string]entry, len(sh.m))
+	m := make(map[string]*entry, len(sh.m))
 	for k, e := range sh.m {
 		m[k] = e
 	}
