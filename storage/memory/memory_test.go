@@ -382,3 +382,37 @@ func BenchmarkCompareAndSwapParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestInPlaceNeverChangesHandedOutValues: CompareAndSwapInPlace reuses a
+// value's memory only while no Get or CompareAndSwap has handed it out.
+func TestInPlaceNeverChangesHandedOutValues(t *testing.T) {
+	s := memory.New()
+	defer s.Close()
+	ctx := context.Background()
+	v1, _, ok, err := s.CompareAndSwapInPlace(ctx, "k", 0, []byte("first"), time.Hour)
+	if err != nil || !ok {
+		t.Fatalf("insert: %v, %v", ok, err)
+	}
+	rec, err := s.Get(ctx, "k")
+	if err != nil || string(rec.Value) != "first" || rec.Version != v1 {
+		t.Fatalf("Get = %q v%d, %v; want first v%d", rec.Value, rec.Version, err, v1)
+	}
+	v2, _, ok, err := s.CompareAndSwapInPlace(ctx, "k", v1, []byte("again"), time.Hour)
+	if err != nil || !ok || v2 <= v1 {
+		t.Fatalf("swap: v%d %v, %v", v2, ok, err)
+	}
+	if string(rec.Value) != "first" {
+		t.Errorf("a value handed out by Get changed to %q", rec.Value)
+	}
+	// Stale version: a conflict returns the current record.
+	_, cur, ok, err := s.CompareAndSwapInPlace(ctx, "k", v1, []byte("stale"), time.Hour)
+	if err != nil || ok || cur.Version != v2 || string(cur.Value) != "again" {
+		t.Errorf("stale swap: %v %+v, %v; want conflict with v%d again", ok, cur, err, v2)
+	}
+	if _, _, ok, _ := s.CompareAndSwapInPlace(ctx, "k", v2, []byte("third"), time.Hour); !ok {
+		t.Fatal("swap after conflict failed")
+	}
+	if string(cur.Value) != "again" {
+		t.Errorf("a value handed out on conflict changed to %q", cur.Value)
+	}
+}
