@@ -112,7 +112,7 @@ func commandCalls(t *testing.T, c *goredis.Client) map[string]int64 {
 // Modes of a proxy for the replies of the server.
 const (
 	passReplies = iota // forward them
-	cutReplies         // close the client's connection instead: the request ran, its reply is lost
+	cutReplies         // close the connection of the next reply instead: the request ran, its reply is lost
 	holdReplies        // drop them and keep the connection open: the server seems hung
 )
 
@@ -174,10 +174,11 @@ func (p *proxy) replies(c, u net.Conn) {
 	for {
 		n, err := u.Read(buf)
 		if n > 0 {
-			switch p.mode.Load() {
-			case cutReplies:
-				u.Close()
+			if p.mode.CompareAndSwap(cutReplies, passReplies) {
+				u.Close() // once: a client's retry would get through
 				return
+			}
+			switch p.mode.Load() {
 			case passReplies:
 				if _, err := c.Write(buf[:n]); err != nil {
 					return
