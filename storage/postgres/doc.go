@@ -26,12 +26,14 @@
 //
 // Get, CompareAndSwap and Delete are one statement and one round trip
 // each, prepared once per connection (pgx's statement cache).
-// CompareAndSwap is a single INSERT ... ON CONFLICT DO UPDATE ... WHERE
-// plus an UPDATE and a locking SELECT in one statement: it inserts when
-// the key is absent or expired and expected is 0, updates when expected
-// is the live version, and otherwise returns the current row, read after
-// any writer in flight has finished. Versions come from the table's
-// identity sequence, so they grow across keys, Delete and expiry.
+// CompareAndSwap combines, in one statement, an INSERT ... ON CONFLICT DO
+// UPDATE for expected 0 (it inserts, or takes over an expired row), an
+// UPDATE for any other expected version, and a SELECT ... FOR SHARE that
+// returns the current row on conflict, read after any writer in flight
+// has committed. Versions come from the table's identity sequence, so
+// they grow across keys, Delete and expiry. A conflict with expected 0 on
+// a live row rewrites that row unchanged (it is how the statement reads a
+// row committed after it started); every other conflict writes nothing.
 //
 // # Expiry
 //
@@ -39,11 +41,11 @@
 // (clock_timestamp() plus the time to live), and every statement compares
 // it with that clock, so processes with skewed clocks agree on expiry.
 // Each reply also carries that clock (storage.TimedStore), so that with
-// limiter.WithStoreClock they agree on refills too. An expired
-// row reads as absent at once. A background goroutine deletes expired
-// rows every minute (WithSweepInterval), walking the primary key in
-// batches of 1000 rows per statement and skipping rows other clients
-// hold, so it never takes long locks; Sweep runs it by hand.
+// limiter.WithStoreClock they agree on refills too. An expired row reads
+// as absent at once. A background goroutine deletes expired rows every
+// minute (WithSweepInterval), walking the primary key in batches of 1000
+// rows per statement and skipping rows other clients hold, so it never
+// takes long locks; Sweep runs it by hand.
 //
 // # Errors
 //
@@ -53,8 +55,8 @@
 // context ends while it waits for the server fails the same way, and its
 // error matches the context's error too: a write may or may not have
 // landed then, and the driver never guesses which. A context that is done
-// before the call returns its error as it is and sends nothing. After Close every method returns an
-// error wrapping storage.ErrClosed.
+// before the call returns its error as it is and sends nothing. After
+// Close every method returns an error wrapping storage.ErrClosed.
 //
 // # Concurrency
 //
@@ -62,6 +64,18 @@
 // of processes, may share one table: the row locks of PostgreSQL make
 // every CompareAndSwap atomic. Close stops the background sweep; it never
 // closes the pool, which belongs to the caller.
+//
+// # Performance
+//
+// Every write is a commit. With synchronous_commit on, PostgreSQL's
+// default, a commit waits for the write-ahead log to reach the disk, and
+// that flush bounds how fast one key can change. A pool used only for
+// limits may set synchronous_commit=off (in the URL, or in pgx's
+// RuntimeParams): a crash of the server may then lose the last fraction of
+// a second of decisions, but never corrupts the table. An UNLOGGED table
+// needs no flush at all. The limiter decides many concurrent calls on one
+// key with one statement, so a hot key costs fewer statements than
+// decisions.
 //
 // # Caveats
 //

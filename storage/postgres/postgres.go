@@ -27,7 +27,6 @@ const sweepBatch = 1000
 // limiter.WithStoreClock.
 type Store struct {
 	pool   *pgxpool.Pool
-	table  string // quoted
 	stmt   statements
 	closed atomic.Bool
 
@@ -120,7 +119,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{pool: pool, table: quoted, stmt: newStatements(quoted, seq)}
+	s := &Store{pool: pool, stmt: newStatements(quoted, seq)}
 	interval := cfg.sweepInterval
 	if interval == 0 {
 		interval = defaultSweepInterval
