@@ -85,5 +85,8 @@
 // storage.ErrUnavailable) instead of waiting for each other. Table names
 // are quoted, so "Limits" and "limits" are different tables. A
 // WithUnlogged table loses its rows in a crash; a logged one keeps them as
-// PostgreSQL keeps any committed row.
+// PostgreSQL keeps any committed row. Behind a connection pooler in
+// transaction mode that does not track prepared statements (PgBouncer
+// before 1.21), configure the pool with pgx.QueryExecModeExec or
+// QueryExecModeSimpleProtocol instead of the default statement cache.
 package postgres
