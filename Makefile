@@ -3,7 +3,7 @@
 
 FUZZTIME ?= 10s
 
-.PHONY: test test-386 fmt-check fuzz bench bench-quick
+.PHONY: test test-386 fmt-check fuzz bench bench-quick demo
 
 # Vet, then every test with the race detector, in random order.
 test:
@@ -54,3 +54,9 @@ bench:
 
 bench-quick:
 	@$(MAKE) --no-print-directory bench BENCH_RUNS=1 BENCH_TIME=100ms
+
+# Start examples/httpserver on its default store (a bbolt file in a fresh
+# temporary directory), send 7 requests with curl, print each answer (5
+# allowed, then 429s) and stop the server.
+demo:
+	@sh examples/httpserver/demo.sh
