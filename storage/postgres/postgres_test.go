@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -280,6 +281,40 @@ func TestSchemaForMigrations(t *testing.T) {
 	s, err = postgres.New(t.Context(), pool, postgres.WithTable(table), postgres.WithCreateTable(false))
 	if err != nil {
 		t.Fatalf("New over the table made from Schema: %v", err)
+	}
+	defer s.Close()
+	if _, swapped, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute); err != nil || !swapped {
+		t.Fatalf("CompareAndSwap = %t, %v", swapped, err)
+	}
+}
+
+func TestNewWithoutCreatePrivilege(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	openStore(t, url) // the table, made by the test's own role
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	role := testbackend.Namespace(t) + "_app"
+	quotedRole := pgx.Identifier{role}.Sanitize()
+	execSQL(t, url, "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'")
+	t.Cleanup(func() { execSQL(t, url, "DROP OWNED BY "+quotedRole, "DROP ROLE "+quotedRole) })
+	execSQL(t, url,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON "+table+" TO "+quotedRole,
+		"GRANT USAGE ON SEQUENCE "+pgx.Identifier{testbackend.Namespace(t) + "_version_seq"}.Sanitize()+" TO "+quotedRole)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.UserPassword(role, "sluice")
+	pool := newPool(t, u.String(), 1)
+	var canCreate bool
+	if err := pool.QueryRow(t.Context(), "SELECT has_schema_privilege(current_schema(), 'CREATE')").Scan(&canCreate); err != nil {
+		t.Fatal(err)
+	}
+	if canCreate {
+		t.Skipf("role %s may create tables in the current schema on this server; nothing to check", role)
+	}
+	s, err := postgres.New(t.Context(), pool, postgres.WithTable(testbackend.Namespace(t)))
+	if err != nil {
+		t.Fatalf("New by a role that may use the table but not create tables: %v", err)
 	}
 	defer s.Close()
 	if _, swapped, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute); err != nil || !swapped {

@@ -103,6 +103,12 @@ func createTable(ctx context.Context, db beginner, quoted string, unlogged bool)
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "sluice create "+quoted); err != nil {
 			return err
 		}
+		// CREATE TABLE IF NOT EXISTS needs the CREATE privilege even when
+		// the table exists; a role without it can still use one.
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", quoted).Scan(&exists); err != nil || exists {
+			return err
+		}
 		for _, stmt := range schemaStatements(quoted, unlogged) {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
