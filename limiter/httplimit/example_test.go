@@ -90,7 +90,7 @@ func ExampleKeyByHeader() {
 	// 200 {"message": "Hello User, you have access!"}
 	// 429 {"message": "You've reached the limit!"}
 	// 200 {"message": "Hello User, you have access!"}
-	// 400 {"message":"httplimit: cannot key request: httplimit: missing header X-Api-Key"}
+	// 400 {"message":"httplimit: cannot key request: missing header X-Api-Key"}
 }
 
 // Behind a reverse proxy, key by the address it forwards, and only when

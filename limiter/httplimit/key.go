@@ -15,7 +15,8 @@ import (
 // KeyFunc returns the key a request is limited by: requests with the same
 // key share one set of buckets. An error means the request cannot be
 // keyed; the middleware then answers it through the error handler (400 by
-// default) without serving or counting it.
+// default, with the error's text, after "httplimit: cannot key request: ")
+// without serving or counting it.
 type KeyFunc func(*http.Request) (string, error)
 
 // Key prefixes, so that keys of different kinds never collide in one
@@ -46,7 +47,7 @@ func KeyByHeader(name string) KeyFunc {
 	return func(r *http.Request) (string, error) {
 		v := r.Header.Get(canonical)
 		if v == "" {
-			return "", fmt.Errorf("httplimit: missing header %s", canonical)
+			return "", fmt.Errorf("missing header %s", canonical)
 		}
 		return prefix + v, nil
 	}
@@ -77,7 +78,7 @@ func (k *ipKeyer) key(r *http.Request) (string, error) {
 	}
 	p, err := ip.Prefix(bits)
 	if err != nil { // bits were checked in New
-		return "", fmt.Errorf("httplimit: group %v by /%d: %w", ip, bits, err)
+		return "", fmt.Errorf("group %v by /%d: %w", ip, bits, err)
 	}
 	return ipKeyPrefix + p.String(), nil
 }
@@ -106,7 +107,7 @@ func (k *ipKeyer) clientIP(r *http.Request) (netip.Addr, error) {
 	for i := len(hops) - 1; i >= 0; i-- {
 		ip, err := parseHop(hops[i])
 		if err != nil {
-			return netip.Addr{}, fmt.Errorf("httplimit: %s hop %d of %d from trusted proxy %v: %w", k.header, i+1, len(hops), client, err)
+			return netip.Addr{}, fmt.Errorf("%s hop %d of %d: %w", k.header, i+1, len(hops), err)
 		}
 		client = ip
 		if !k.isTrusted(ip) {
@@ -134,7 +135,7 @@ func parseRemoteAddr(addr string) (netip.Addr, error) {
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("httplimit: remote address %q is not an IP address; key requests with WithKeyFunc", addr)
+		return netip.Addr{}, fmt.Errorf("remote address %q is not an IP address", addr)
 	}
 	return ip.WithZone("").Unmap(), nil
 }
@@ -190,7 +191,7 @@ func forwardedFor(lines []string) ([]string, error) {
 			}
 			v, err := p.element()
 			if err != nil {
-				return nil, fmt.Errorf("httplimit: %w: %q: %w", errForwardedSyntax, line, err)
+				return nil, fmt.Errorf("%w: %q: %w", errForwardedSyntax, line, err)
 			}
 			out = append(out, v)
 			p.space()
@@ -198,7 +199,7 @@ func forwardedFor(lines []string) ([]string, error) {
 				break
 			}
 			if !p.eat(',') {
-				return nil, fmt.Errorf("httplimit: %w: %q: expected ',' at byte %d", errForwardedSyntax, line, p.i)
+				return nil, fmt.Errorf("%w: %q: expected ',' at byte %d", errForwardedSyntax, line, p.i)
 			}
 		}
 	}

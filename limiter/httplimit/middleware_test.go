@@ -202,6 +202,16 @@ func TestHeadersSubSecondPeriod(t *testing.T) {
 	run(t, f, "192.0.2.1:1", []step{{0, allowed(p, `"default";r=9;t=1`)}})
 }
 
+func TestHeadersLargestBucket(t *testing.T) {
+	p := fmt.Sprintf(`"default";q=%d;w=%d`, int64(limiter.MaxCapacity), int64(limiter.MaxPeriod/time.Second))
+	f := setup(t, []limiter.Bucket{{Capacity: limiter.MaxCapacity, Period: limiter.MaxPeriod}}, httplimit.WithCost(limiter.MaxCapacity))
+	run(t, f, "192.0.2.1:1", []step{
+		{0, allowed(p, `"default";r=0;t=1`)},
+		// The next token is ~287µs away, but the cost is the whole bucket.
+		{0, denied(p, `"default";r=0;t=1`, "315576000")},
+	})
+}
+
 func TestDefaultKeyIgnoresForwardingHeaders(t *testing.T) {
 	f := setup(t, []limiter.Bucket{{Capacity: 1, Period: time.Minute}})
 	// A client that writes its own X-Forwarded-For or Forwarded header
@@ -423,8 +433,12 @@ func TestErrorHandlerSeesKeyErrors(t *testing.T) {
 			w.WriteHeader(http.StatusUnauthorized)
 		}))
 	check(t, "no header", f.do(request("192.0.2.1:1")), want{status: 401})
-	if !errors.Is(got, httplimit.ErrNoKey) || !strings.Contains(got.Error(), "missing header X-User") {
+	if !errors.Is(got, httplimit.ErrNoKey) || got.Error() != "httplimit: cannot key request: missing header X-User" {
 		t.Errorf("error handler got %v, want ErrNoKey naming the header", got)
+	}
+	check(t, "key too long", f.do(request("192.0.2.1:1", "X-User: "+strings.Repeat("u", limiter.MaxKeyLen))), want{status: 401})
+	if !errors.Is(got, httplimit.ErrNoKey) || !errors.Is(got, limiter.ErrInvalidKey) {
+		t.Errorf("error handler got %v, want ErrNoKey and limiter.ErrInvalidKey", got)
 	}
 }
 
