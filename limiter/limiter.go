@@ -141,7 +141,7 @@ func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (Decision,
 	}
 	if l.observer != nil {
 		l.observer.OnDecision(Event{Method: "AllowN", Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
-			StoreCalls: st.calls, Retries: st.retries, Cached: st.cached})
+			StoreCalls: st.calls, Retries: st.retries, Cached: st.cached, DryRun: l.dryRun})
 	}
 	if l.dryRun && !d.Allowed {
 		d.Allowed, d.DryRun = true, true
@@ -226,7 +226,7 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	}
 	d := decide(l.rules, &st, l.now(), 1, false)
 	if l.observer != nil {
-		l.observer.OnDecision(Event{Method: "Peek", Key: key, Decision: d, Latency: time.Since(start), StoreCalls: 1})
+		l.observer.OnDecision(Event{Method: "Peek", Key: key, Decision: d, Latency: time.Since(start), StoreCalls: 1, DryRun: l.dryRun})
 	}
 	return d, nil
 }
@@ -277,7 +277,7 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 	}
 	if l.observer != nil {
 		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
-			StoreCalls: st.calls, Retries: st.retries, Fallback: true})
+			StoreCalls: st.calls, Retries: st.retries, Fallback: true, DryRun: l.dryRun})
 	}
 	if l.dryRun && !d.Allowed {
 		d.Allowed, d.DryRun = true, true

@@ -34,4 +34,7 @@ type Event struct {
 	Cached bool
 	// Fallback reports a decision of the fallback limiter.
 	Fallback bool
+	// DryRun reports a limiter made WithDryRun: a denial in Decision was
+	// returned to the caller as an allow.
+	DryRun bool
 }

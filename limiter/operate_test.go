@@ -62,7 +62,7 @@ func TestDryRun(t *testing.T) {
 			t.Errorf("call %d: %+v, %v; want %+v", i, d, err, want)
 		}
 	}
-	if len(rec.decisions) != 3 || rec.decisions[1].Decision.Allowed || !rec.decisions[1].Cached {
+	if len(rec.decisions) != 3 || rec.decisions[1].Decision.Allowed || !rec.decisions[1].Cached || !rec.decisions[1].DryRun {
 		t.Errorf("observer saw %+v; want the real denial, from the cache", rec.decisions)
 	}
 }
