@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -730,5 +731,88 @@ func TestCommandsPerDecision(t *testing.T) {
 	}
 	if got := allow(100, false); len(got) != 0 {
 		t.Errorf("100 denials of an exhausted key: the server ran %v, want nothing", got)
+	}
+}
+
+// The stored layout is the one doc.go documents, and the time to live is
+// the one asked for, rounded up to the millisecond.
+func TestRecordLayout(t *testing.T) {
+	ctx := t.Context()
+	m := miniredis.RunT(t)
+	s, err := redis.New(ownClient(t, m.Addr()), redis.WithPrefix("app:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := s.CompareAndSwap(ctx, "user:{42}", 0, []byte("state"), 1500*time.Microsecond+time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	want = append(want, 0xF8)
+	want = binary.BigEndian.AppendUint64(want, rec.Version)
+	want = append(want, "state"...)
+	if got, err := m.Get("app:user:{42}"); err != nil || got != string(want) {
+		t.Errorf("stored %q, %v; want %q", got, err, want)
+	}
+	if got, want := m.TTL("app:user:{42}"), 1002*time.Millisecond; got != want {
+		t.Errorf("time to live %v, want %v", got, want)
+	}
+	if err := s.Delete(ctx, "user:{42}"); err != nil {
+		t.Fatal(err)
+	}
+	want[0] = 0xF9
+	if got, err := m.Get("app:user:{42}"); err != nil || got != string(want[:9]) {
+		t.Errorf("after Delete: stored %q, %v; want the tombstone %q", got, err, want[:9])
+	}
+	if got, want := m.TTL("app:user:{42}"), time.Second; got != want {
+		t.Errorf("tombstone's time to live %v, want %v", got, want)
+	}
+}
+
+// Versions grow by one when the server clock stands still or goes back,
+// and a write right after a Delete, in the same microsecond, still gets a
+// greater version: the tombstone remembers the deleted one. miniredis
+// lets the test set the clock TIME reads.
+func TestVersionsWithoutClockProgress(t *testing.T) {
+	ctx := t.Context()
+	m := miniredis.RunT(t)
+	m.ClockTTL(true)
+	now := time.Unix(1_700_000_000, 123_456_000)
+	m.SetTime(now)
+	s, err := redis.New(ownClient(t, m.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := uint64(now.UnixMicro()) * 4096
+	var rec storage.Record
+	for i, step := range []struct {
+		at      time.Duration // server clock, from now, before the step
+		delete  bool          // Delete before the write
+		then    time.Duration // server clock, from now, after the Delete
+		version uint64        // the version the write must get
+	}{
+		{version: base},
+		{version: base + 1},                   // the same microsecond
+		{at: -time.Second, version: base + 2}, // the clock went back (less than the ttl)
+		{delete: true, version: base + 3},     // written in the microsecond of the Delete
+		{delete: true, then: 1500 * time.Millisecond, version: base + 1_500_000*4096}, // the tombstone has expired
+	} {
+		m.SetTime(now.Add(step.at))
+		expected := rec.Version
+		if step.delete {
+			if err := s.Delete(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+			m.SetTime(now.Add(step.then))
+			expected = 0
+		}
+		got, swapped, err := s.CompareAndSwap(ctx, "k", expected, []byte("v"), time.Minute)
+		if err != nil || !swapped {
+			t.Fatalf("step %d: CompareAndSwap(expected %d) = %+v, %t, %v; want a swap", i, expected, got, swapped, err)
+		}
+		if got.Version != step.version {
+			t.Errorf("step %d: Version %d, want %d (%+d)", i, got.Version, step.version, int64(got.Version-step.version))
+		}
+		rec = got
 	}
 }
