@@ -379,16 +379,25 @@ func checkConcurrentOneKey(tb testing.TB, newStore NewStore) error {
 	return nil
 }
 
-func checkTwoHandles(tb testing.TB, newStore NewStore) error {
+// twoHandles returns two limiters on one manual clock, each over its own
+// handle on one backend.
+func twoHandles(tb testing.TB, newStore NewStore, b limiter.Bucket) ([]*limiter.Limiter, error) {
 	clock := fakeclock.New(t0)
-	b := []limiter.Bucket{{Capacity: 50, Period: time.Hour}}
 	var lims []*limiter.Limiter
 	for range 2 {
-		lim, err := limiter.New(newStore(tb), b, limiter.WithClock(clock))
+		lim, err := limiter.New(newStore(tb), []limiter.Bucket{b}, limiter.WithClock(clock))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		lims = append(lims, lim)
+	}
+	return lims, nil
+}
+
+func checkTwoHandles(tb testing.TB, newStore NewStore) error {
+	lims, err := twoHandles(tb, newStore, limiter.Bucket{Capacity: 50, Period: time.Hour})
+	if err != nil {
+		return err
 	}
 	got, err := hammer(context.Background(), lims, "shared", 32, 6)
 	if err != nil && !errors.Is(err, limiter.ErrContention) {
@@ -461,15 +470,9 @@ func checkRefund(tb testing.TB, newStore NewStore) error {
 // store handles: every token taken and given back must be there at the
 // end.
 func checkRefundConcurrent(tb testing.TB, newStore NewStore) error {
-	clock := fakeclock.New(t0)
-	b := []limiter.Bucket{{Capacity: 40, Period: time.Hour}}
-	var lims []*limiter.Limiter
-	for range 2 {
-		lim, err := limiter.New(newStore(tb), b, limiter.WithClock(clock))
-		if err != nil {
-			return err
-		}
-		lims = append(lims, lim)
+	lims, err := twoHandles(tb, newStore, limiter.Bucket{Capacity: 40, Period: time.Hour})
+	if err != nil {
+		return err
 	}
 	ctx := context.Background()
 	var wg sync.WaitGroup

@@ -55,31 +55,25 @@ func (c *cache) shard(key string) *cacheShard {
 // get returns the slot of key, creating it (with store key prefix+key) if
 // needed. The slot is returned locked and not evicted.
 func (c *cache) get(key, prefix string) *slot {
-	sh := c.shard(key)
-	for {
-		sh.mu.RLock()
-		s := sh.slots[key]
-		sh.mu.RUnlock()
-		if s == nil {
-			s = sh.insert(key, prefix, c.perShard)
-		}
-		s.mu.Lock()
-		if !s.evicted {
-			return s
-		}
-		s.mu.Unlock()
-	}
+	return c.find(key, prefix, true)
 }
 
 // lookup returns the slot of key if it is cached, locked, or nil.
 func (c *cache) lookup(key string) *slot {
+	return c.find(key, "", false)
+}
+
+func (c *cache) find(key, prefix string, create bool) *slot {
 	sh := c.shard(key)
 	for {
 		sh.mu.RLock()
 		s := sh.slots[key]
 		sh.mu.RUnlock()
 		if s == nil {
-			return nil
+			if !create {
+				return nil
+			}
+			s = sh.insert(key, prefix, c.perShard)
 		}
 		s.mu.Lock()
 		if !s.evicted {
