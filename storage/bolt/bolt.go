@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,10 +125,11 @@ type Store struct {
 	closed bool
 
 	queueMu sync.Mutex
-	queue   []*writeOp
-	wake    chan struct{} // capacity 1: the committer has work
-	stop    chan struct{} // closed by Close
-	wg      sync.WaitGroup
+	queue   []*writeOp // writes waiting for the next transaction
+	busy    bool       // a transaction of writes is running; new ones queue
+
+	stop chan struct{}  // closed by Close
+	wg   sync.WaitGroup // the janitor and any goroutine draining the queue
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -205,7 +207,7 @@ func New(db *bbolt.DB, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// start prepares the bucket and starts the committer and the janitor.
+// start prepares the bucket and starts the janitor.
 func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 	name := []byte(cfg.bucket)
 	err := db.Update(func(tx *bbolt.Tx) error {
@@ -232,11 +234,9 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 		bucket:   name,
 		owned:    owned,
 		interval: cfg.sweepInterval,
-		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
-	s.wg.Add(2)
-	go s.commitLoop()
+	s.wg.Add(1)
 	go s.janitor()
 	return s, nil
 }
@@ -287,10 +287,11 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // WithNoSync).
 //
 // A ctx that is done before the call writes nothing. A ctx that ends while
-// the write waits for its transaction returns ctx.Err() and writes
-// nothing; once the transaction has taken the write, the call waits for it
-// to commit (one transaction, bounded by the disk) and reports the true
-// outcome.
+// the write is queued returns ctx.Err() at once and writes nothing; a write
+// whose own transaction waits for bbolt's writer lock checks ctx once it
+// holds the lock, and writes nothing if it has ended. Once the write is
+// applied in a transaction, the call waits for the commit (one
+// transaction, bounded by the disk) and reports the true outcome.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
 	op := &writeOp{ctx: ctx, name: "cas", key: key, expected: expected, value: value, ttl: ttl}
 	if err := s.write(ctx, op); err != nil {
@@ -307,8 +308,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return s.write(ctx, &writeOp{ctx: ctx, name: "delete", key: key, del: true})
 }
 
-// Close stops the janitor and the committer, after the calls in flight
-// have returned, and closes the database file if Open opened it. Later
+// Close waits for the calls in flight, stops the janitor and closes the database file if Open opened it. Later
 // calls return errors wrapping storage.ErrClosed. Close is idempotent.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -328,22 +328,23 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Write-combining: callers queue writeOps; one goroutine (commitLoop)
-// takes everything queued and applies it in a single db.Update, so
-// concurrent writers share one fsync. A lone caller finds the committer
-// idle and its transaction starts at once; callers that arrive while a
-// transaction runs go together in the next one. Unlike bbolt's Batch there
-// is no delay waiting for company, and no closure ever runs twice: each op
-// is claimed exactly once, and a failed commit fails every op that wrote.
+// Write-combining (group commit). A write that finds no transaction of
+// writes running starts one at once, in its own goroutine, like db.Update.
+// Writes that arrive while it runs queue; when it ends, one goroutine
+// (drain) commits everything queued in one transaction, and again until
+// the queue is empty, so concurrent writers share one fsync. Unlike bbolt's
+// Batch there is no delay waiting for company, and no closure ever runs
+// twice: each op is claimed exactly once, inside the transaction, and a
+// failed commit fails every op that wrote.
 
 const (
-	opQueued    int32 = iota // waiting in the queue
+	opQueued    int32 = iota // waiting for a transaction
 	opTaken                  // claimed by a transaction: the caller waits for done
 	opAbandoned              // the caller's ctx ended first: never applied
 )
 
-// writeOp is one queued CompareAndSwap or Delete and, once done is closed,
-// its outcome.
+// writeOp is one CompareAndSwap or Delete and, once done is closed, its
+// outcome.
 type writeOp struct {
 	ctx      context.Context
 	name     string // operation, for errors
@@ -356,14 +357,15 @@ type writeOp struct {
 	state atomic.Int32
 	done  chan struct{}
 
-	// Written by the committer before done is closed.
+	// Written by the transaction before done is closed.
 	rec     storage.Record
 	swapped bool
 	wrote   bool // the transaction changed the bucket for this op
 	err     error
 }
 
-// write queues op and waits for its outcome or for ctx.
+// write commits op at once if no transaction of writes is running, or
+// queues it for the next one and waits for its outcome or for ctx.
 func (s *Store) write(ctx context.Context, op *writeOp) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -375,12 +377,15 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 	}
 	op.done = make(chan struct{})
 	s.queueMu.Lock()
+	if !s.busy {
+		s.busy = true
+		s.queueMu.Unlock()
+		s.commit([]*writeOp{op})
+		s.handOff()
+		return op.err
+	}
 	s.queue = append(s.queue, op)
 	s.queueMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default: // the committer is already due to look at the queue
-	}
 	select {
 	case <-op.done:
 	case <-ctx.Done():
@@ -392,29 +397,42 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 	return op.err
 }
 
-// commitLoop runs write transactions until Close.
-func (s *Store) commitLoop() {
+// handOff ends a caller's own transaction: the writes queued meanwhile go
+// to a goroutine that drains the queue, or the store becomes idle. It runs
+// while the caller holds s.mu for reading, so Close waits for the drain.
+func (s *Store) handOff() {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	if len(s.queue) == 0 {
+		s.busy = false
+		return
+	}
+	s.wg.Add(1)
+	go s.drain()
+}
+
+// drain commits the queued writes, a transaction at a time, until none
+// are left.
+func (s *Store) drain() {
 	defer s.wg.Done()
 	for {
-		select {
-		case <-s.stop:
-			return // Close waited for every caller, so the queue is empty
-		case <-s.wake:
+		batch := s.take()
+		if len(batch) == 0 {
+			return
 		}
-		for {
-			batch := s.take()
-			if len(batch) == 0 {
-				break
-			}
-			s.commit(batch)
-		}
+		s.commit(batch)
 	}
 }
 
-// take removes up to maxBatch ops from the head of the queue.
+// take removes up to maxBatch ops from the head of the queue; when the
+// queue is empty it marks the store idle instead.
 func (s *Store) take() []*writeOp {
 	s.queueMu.Lock()
 	defer s.queueMu.Unlock()
+	if len(s.queue) == 0 {
+		s.busy = false
+		return nil
+	}
 	if len(s.queue) <= maxBatch {
 		batch := s.queue
 		s.queue = nil
@@ -428,6 +446,9 @@ func (s *Store) take() []*writeOp {
 // commit applies batch in one write transaction and reports to every op
 // it claimed.
 func (s *Store) commit(batch []*writeOp) {
+	if !slices.ContainsFunc(batch, func(op *writeOp) bool { return op.state.Load() == opQueued }) {
+		return // every caller has left: no empty transaction
+	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		now := time.Now()
 		b := tx.Bucket(s.bucket)

@@ -563,41 +563,61 @@ func checkCorrupt(t *testing.T, op, key string, err error) {
 	}
 }
 
-func TestQueuedWriteHonoursContext(t *testing.T) {
+func TestWriteHonoursContext(t *testing.T) {
 	ctx := context.Background()
 	s := mustOpen(t, filepath.Join(t.TempDir(), "ctx.db"))
 
-	// Hold bbolt's writer lock so the committer's transaction cannot begin
-	// and the write stays queued.
+	// Hold bbolt's writer lock, so that the first write's transaction
+	// cannot begin and the second write queues behind it.
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cctx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		_, _, err := s.CompareAndSwap(cctx, "k", 0, []byte("v"), time.Hour)
-		errc <- err
-	}()
-	waitFor(t, "the committer to take the write", func() bool {
+	cas := func(ctx context.Context, key string) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, _, err := s.CompareAndSwap(ctx, key, 0, []byte("v"), time.Hour)
+			errc <- err
+		}()
+		return errc
+	}
+	state := func() (busy bool, queued int) {
 		s.queueMu.Lock()
 		defer s.queueMu.Unlock()
-		return len(s.queue) == 0
-	})
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+		return s.busy, len(s.queue)
+	}
+	ctx1, cancel1 := context.WithCancel(ctx)
+	first := cas(ctx1, "first")
+	waitFor(t, "the first write to start its transaction", func() bool { busy, _ := state(); return busy })
+	ctx2, cancel2 := context.WithCancel(ctx)
+	queued := cas(ctx2, "queued")
+	waitFor(t, "the second write to queue", func() bool { _, n := state(); return n == 1 })
+
+	// A queued write whose ctx ends returns at once, with the writer lock
+	// still held.
+	cancel2()
+	if err := <-queued; !errors.Is(err, context.Canceled) {
 		t.Fatalf("CompareAndSwap cancelled while queued = %v, want context.Canceled", err)
 	}
+	// A write whose transaction waits for the lock is checked once it has
+	// it, before anything is written.
+	cancel1()
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	// The next write runs after the abandoned one's transaction.
-	if _, _, err := s.CompareAndSwap(ctx, "other", 0, []byte("v"), time.Hour); err != nil {
-		t.Fatalf("CompareAndSwap: %v", err)
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("CompareAndSwap cancelled while its transaction waited = %v, want context.Canceled", err)
 	}
-	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 0 {
-		t.Fatalf("Get after a cancelled queued write = %+v, %v; want absent", rec, err)
+
+	if _, _, err := s.CompareAndSwap(ctx, "third", 0, []byte("v"), time.Hour); err != nil {
+		t.Fatalf("CompareAndSwap after the cancelled ones: %v", err)
 	}
+	for _, key := range []string{"first", "queued"} {
+		if rec, err := s.Get(ctx, key); err != nil || rec.Version != 0 {
+			t.Errorf("Get(%q) after its write was cancelled = %+v, %v; want absent", key, rec, err)
+		}
+	}
+	waitFor(t, "the store to go idle with an empty queue", func() bool { busy, n := state(); return !busy && n == 0 })
 }
 
 func TestJanitor(t *testing.T) {

@@ -29,13 +29,13 @@
 //
 // # Writes and transactions
 //
-// Each CompareAndSwap or Delete is queued for a committer goroutine that
-// applies everything queued in one write transaction, so concurrent writers
-// share one fsync. A caller that finds the committer idle has its
-// transaction started at once, without the delay of bbolt's DB.Batch
-// (which waits up to 10 ms for company); callers that arrive while a
-// transaction runs go together in the next one, at most 1024 per
-// transaction. Each write is applied exactly once. Get reads in a
+// CompareAndSwap and Delete commit in shared write transactions (group
+// commit). A write that finds no transaction of writes running starts one
+// at once, in the caller's goroutine, as db.Update would: a lone caller
+// never waits for company, unlike with bbolt's DB.Batch, which waits up to
+// 10 ms. Writes that arrive while it runs queue and go together in the
+// next transaction, at most 1024 per transaction, so concurrent writers
+// share one fsync. Each write is applied exactly once. Get reads in a
 // read-only transaction, which does not wait for writers (except while
 // bbolt grows the file's memory map).
 //
@@ -73,9 +73,11 @@
 // # Concurrency
 //
 // A Store is safe for concurrent use. A context that is done before a call
-// writes nothing; one that ends while a write waits for its transaction
-// returns ctx.Err() and writes nothing; once the transaction holds the
-// write, the call waits for the commit and reports its true outcome.
+// writes nothing. One that ends before the write is applied in a
+// transaction returns ctx.Err() and writes nothing (at once if the write is
+// queued; when its transaction gets bbolt's writer lock otherwise). Once
+// the write is applied, the call waits for the commit and reports its true
+// outcome.
 //
 // # Caveats
 //
