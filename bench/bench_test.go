@@ -24,8 +24,11 @@ type limit struct {
 }
 
 var (
-	// allowLimit is so large that every call in a run is allowed.
-	allowLimit = limit{tokens: 1_000_000_000, period: time.Second}
+	// allowLimit is so large that every call in a run is allowed: the
+	// burst alone outlasts any run. (go-limiter refills a whole window at
+	// once, interval/tokens tokens after the first, so a higher rate would
+	// not help it; the rate here does not matter to anyone.)
+	allowLimit = limit{tokens: 1_000_000_000, period: time.Hour}
 	// denyLimit is exhausted by one call and refills after an hour.
 	denyLimit = limit{tokens: 1, period: time.Hour}
 )

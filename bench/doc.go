@@ -6,10 +6,10 @@
 //
 // Every contender gets the same limit and the same keys:
 //
-//   - allowed decisions: 1e9 tokens per second per key, burst 1e9, so that
-//     every call is allowed and does the full work of a write (with a small
-//     limit a hot key would be exhausted within a millisecond and the run
-//     would measure denials);
+//   - allowed decisions: a burst of 1e9 tokens per key, refilled over an
+//     hour, so that every call is allowed and does the full work of a write
+//     (with a small limit such as 1000 per second a hot key would be
+//     exhausted within a millisecond and the run would measure denials);
 //   - denials: one token per hour, taken before the timer starts, so that
 //     every timed call is denied.
 //
