@@ -47,7 +47,6 @@ type config struct {
 	legacy      bool
 	policyName  string
 	hashSecret  []byte
-	hashSet     bool
 	fixedCost   int64 // WithCost's n, checked against the buckets
 	errs        []error
 }
@@ -257,7 +256,7 @@ func WithHashedKeys(secret []byte) Option {
 		if len(secret) == 0 {
 			c.errs = append(c.errs, errors.New("empty secret for WithHashedKeys"))
 		}
-		c.hashSecret, c.hashSet = append([]byte(nil), secret...), true
+		c.hashSecret = append([]byte(nil), secret...)
 	}
 }
 
@@ -316,10 +315,8 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 		failOpen: c.failOpen,
 		skip:     c.skip,
 		legacy:   c.legacy,
+		secret:   c.hashSecret,
 		policy:   newPolicy(c.policyName, buckets),
-	}
-	if c.hashSet {
-		m.secret = c.hashSecret
 	}
 	if !c.keyFuncSet {
 		ip := c.ip
