@@ -39,4 +39,14 @@
 // postgres://root@127.0.0.1:5432/test?sslmode=disable); a backend whose
 // server does not answer is skipped with a line saying so. Keys and tables
 // are unique to the run and removed afterwards; nothing else is touched.
+//
+// # Profiling
+//
+// Profile one contender in one case before claiming anything about it,
+// for example the Redis hot key at 64 goroutines:
+//
+//	go test -c -o bench.test .
+//	./bench.test -test.run '^$' -test.bench 'Redis/HotKey/goroutines=64/^sluice$' \
+//		-test.benchtime 3s -test.cpuprofile cpu.pprof
+//	go tool pprof -top bench.test cpu.pprof
 package bench
