@@ -25,15 +25,15 @@
 // # Statements
 //
 // Get, CompareAndSwap and Delete are one statement and one round trip
-// each, prepared once per connection (pgx's statement cache).
-// CompareAndSwap combines, in one statement, an INSERT ... ON CONFLICT DO
-// UPDATE for expected 0 (it inserts, or takes over an expired row), an
-// UPDATE for any other expected version, and a SELECT ... FOR SHARE that
-// returns the current row on conflict, read after any writer in flight
-// has committed. Versions come from the table's identity sequence, so
-// they grow across keys, Delete and expiry. A conflict with expected 0 on
-// a live row rewrites that row unchanged (it is how the statement reads a
-// row committed after it started); every other conflict writes nothing.
+// each, prepared once per connection (pgx's statement cache). For
+// CompareAndSwap that is an INSERT ... ON CONFLICT DO UPDATE when expected
+// is 0 (it inserts, or takes over an expired row), and otherwise an UPDATE
+// combined with a SELECT ... FOR SHARE that returns the current row on
+// conflict, read after any writer in flight has committed. Versions come
+// from the table's identity sequence, so they grow across keys, Delete and
+// expiry. A conflict with expected 0 on a live row rewrites that row
+// unchanged (it is how the statement reads a row committed after it
+// started); every other conflict writes nothing.
 //
 // # Expiry
 //

@@ -167,9 +167,9 @@ func (s *Store) GetTimed(ctx context.Context, key string) (storage.Record, time.
 // CompareAndSwap writes value under key iff the live record's version is
 // expected (0: the key is absent or expired), with an expiry of ttl from
 // now on the database server's clock. It is one statement, one round
-// trip, also on conflict, where it returns the current record. New
-// versions come from the table's identity sequence, so they never repeat
-// for any key.
+// trip, also on conflict, where it returns the current record: an upsert
+// when expected is 0, an update otherwise. New versions come from the
+// table's identity sequence, so they never repeat for any key.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
 	rec, swapped, _, err := s.CompareAndSwapTimed(ctx, key, expected, value, ttl)
 	return rec, swapped, err
@@ -185,20 +185,24 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 	if value == nil {
 		value = []byte{} // nil would be sent as NULL
 	}
-	micros := (ttl + time.Microsecond - 1) / time.Microsecond
+	micros := int64((ttl + time.Microsecond - 1) / time.Microsecond)
+	if expected == 0 {
+		return s.insert(ctx, key, value, micros)
+	}
+	return s.swap(ctx, key, expected, value, micros)
+}
+
+// insert is CompareAndSwap with expected 0.
+func (s *Store) insert(ctx context.Context, key string, value []byte, micros int64) (storage.Record, bool, time.Time, error) {
 	var (
 		swapped bool
 		version int64
 		current []byte
 		now     time.Time
 	)
-	err := s.pool.QueryRow(ctx, s.stmt.cas, []byte(key), int64(expected), value, int64(micros)).
-		Scan(&swapped, &version, &current, &now)
+	err := s.pool.QueryRow(ctx, s.stmt.insert, []byte(key), value, micros).Scan(&swapped, &version, &current, &now)
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
-	}
-	if !swapped && version == 0 {
-		return storage.Record{}, false, now, nil // absent, and expected was not 0
 	}
 	v, err := checkVersion("cas", key, version)
 	if err != nil {
@@ -208,6 +212,35 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 		return storage.Record{Value: bytes.Clone(value), Version: v}, true, now, nil
 	}
 	return storage.Record{Value: current, Version: v}, false, now, nil
+}
+
+// swap is CompareAndSwap with an expected version other than 0.
+func (s *Store) swap(ctx context.Context, key string, expected uint64, value []byte, micros int64) (storage.Record, bool, time.Time, error) {
+	var (
+		written, version *int64
+		current          []byte
+		now              time.Time
+	)
+	err := s.pool.QueryRow(ctx, s.stmt.swap, []byte(key), int64(expected), value, micros).Scan(&written, &version, &current, &now)
+	if err != nil {
+		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
+	}
+	switch {
+	case written != nil:
+		v, err := checkVersion("cas", key, *written)
+		if err != nil {
+			return storage.Record{}, false, time.Time{}, err
+		}
+		return storage.Record{Value: bytes.Clone(value), Version: v}, true, now, nil
+	case version != nil:
+		v, err := checkVersion("cas", key, *version)
+		if err != nil {
+			return storage.Record{}, false, time.Time{}, err
+		}
+		return storage.Record{Value: current, Version: v}, false, now, nil
+	default:
+		return storage.Record{}, false, now, nil // absent
+	}
 }
 
 // Delete removes key; an absent key is not an error. It is one statement.

@@ -226,7 +226,7 @@ func verifyTable(ctx context.Context, db queryer, name, quoted string) (string, 
 
 // statements holds the SQL of a Store, built once for its table.
 type statements struct {
-	get, cas, del, sweep string
+	get, insert, swap, del, sweep string
 }
 
 // newStatements builds the statements for a quoted table name t and its
@@ -242,53 +242,56 @@ func newStatements(t, seq string) statements {
 		get: `SELECT r.value, r.version, now() FROM (SELECT) AS one
 	LEFT JOIN ` + t + ` AS r ON r.key = $1 AND r.expires_at > now()`,
 
-		// $1 key, $2 expected version, $3 value, $4 ttl in microseconds.
+		// CompareAndSwap is one of the next two statements, as expected is
+		// 0 or not; both return exactly one row, with the server's time
+		// after the write. New versions come from the table's sequence, so
+		// they are larger than any version any key has had, also after
+		// Delete, expiry and sweep.
+
+		// $1 key, $2 value, $3 ttl in microseconds; for expected = 0.
 		//
-		// nv draws the new version from the table's sequence, only when a
-		// write happens, so it is larger than any version any key has had,
-		// also after Delete, expiry and sweep.
+		// It inserts, or takes over an expired row. On a live row it
+		// writes the row back unchanged, so that RETURNING hands over the
+		// current row even when that was committed after this statement's
+		// snapshot was taken (a plain SELECT would not see it). now(), the
+		// statement's start, is the one instant all three columns compare
+		// with. The proposed row drew its version from the sequence (the
+		// column's default), so currval tells whether it went in. Returns
+		// swapped, the version, the current value on conflict (NULL when
+		// swapped), the server's time.
+		insert: `INSERT INTO ` + t + ` AS r (key, value, expires_at)
+VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 microsecond')
+ON CONFLICT (key) DO UPDATE SET
+	value = CASE WHEN r.expires_at <= now() THEN EXCLUDED.value ELSE r.value END,
+	version = CASE WHEN r.expires_at <= now() THEN EXCLUDED.version ELSE r.version END,
+	expires_at = CASE WHEN r.expires_at <= now() THEN EXCLUDED.expires_at ELSE r.expires_at END
+RETURNING r.version = currval(` + seq + `),
+	r.version,
+	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
+	clock_timestamp()`,
+
+		// $1 key, $2 expected version (not 0), $3 value, $4 ttl in
+		// microseconds.
 		//
-		// ins covers expected = 0: it inserts, or takes over an expired
-		// row. On a live row it writes the row back unchanged, so that
-		// RETURNING hands over the current row even when it was committed
-		// after this statement's snapshot was taken; swapped says whether
-		// the new version went in. now(), the statement's start, is the
-		// one instant all three columns compare with.
-		//
-		// upd covers expected <> 0: it updates the live row with that
-		// version. When it does not, cur returns the current live row;
-		// FOR SHARE makes it wait for a writer in flight and read the
-		// newest committed version rather than the snapshot's, so the
-		// record returned on conflict is as fresh as it can be.
-		//
-		// The last branch reports an absent key (expected <> 0), so that
-		// the statement always returns exactly one row, each with the
-		// server's time after the write.
-		cas: `WITH nv AS (
-	SELECT nextval(` + seq + `) AS v
-), ins AS (
-	INSERT INTO ` + t + ` AS r (key, value, version, expires_at)
-	SELECT $1, $3, nv.v, clock_timestamp() + $4::bigint * interval '1 microsecond' FROM nv WHERE $2::bigint = 0
-	ON CONFLICT (key) DO UPDATE SET
-		value = CASE WHEN r.expires_at <= now() THEN EXCLUDED.value ELSE r.value END,
-		version = CASE WHEN r.expires_at <= now() THEN EXCLUDED.version ELSE r.version END,
-		expires_at = CASE WHEN r.expires_at <= now() THEN EXCLUDED.expires_at ELSE r.expires_at END
-	RETURNING r.version = (SELECT v FROM nv) AS swapped, r.version, r.value
-), upd AS (
+		// upd updates the live row with that version. When it does not,
+		// cur reads the current live row; FOR SHARE makes it wait for a
+		// writer in flight and read the newest committed version rather
+		// than the snapshot's, so the record returned on conflict is as
+		// fresh as it can be. Returns the new version (NULL on conflict),
+		// the current version and value (NULL when swapped or absent), the
+		// server's time.
+		swap: `WITH upd AS (
 	UPDATE ` + t + ` AS r
-	SET value = $3, version = (SELECT v FROM nv), expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
-	WHERE $2::bigint <> 0 AND r.key = $1 AND r.version = $2::bigint AND r.expires_at > clock_timestamp()
+	SET value = $3, version = nextval(` + seq + `), expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
+	WHERE r.key = $1 AND r.version = $2 AND r.expires_at > clock_timestamp()
 	RETURNING r.version
 ), cur AS (
 	SELECT c.version, c.value FROM ` + t + ` AS c
-	WHERE $2::bigint <> 0 AND c.key = $1 AND c.expires_at > clock_timestamp() AND NOT EXISTS (SELECT FROM upd)
+	WHERE c.key = $1 AND c.expires_at > clock_timestamp() AND NOT EXISTS (SELECT FROM upd)
 	FOR SHARE
 )
-SELECT swapped, version, CASE WHEN swapped THEN NULL ELSE value END, clock_timestamp() FROM ins
-UNION ALL SELECT true, version, NULL, clock_timestamp() FROM upd
-UNION ALL SELECT false, version, value, clock_timestamp() FROM cur
-UNION ALL SELECT false, 0, NULL, clock_timestamp()
-	WHERE NOT EXISTS (SELECT FROM ins) AND NOT EXISTS (SELECT FROM upd) AND NOT EXISTS (SELECT FROM cur)`,
+SELECT u.version, c.version, c.value, clock_timestamp()
+FROM (SELECT) AS one LEFT JOIN upd AS u ON true LEFT JOIN cur AS c ON true`,
 
 		// $1 key.
 		del: `DELETE FROM ` + t + ` WHERE key = $1`,
