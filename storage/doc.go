@@ -12,8 +12,9 @@
 //
 //   - Keys are non-empty strings of at most MaxKeyLen bytes; they may hold
 //     any bytes except NUL, including spaces, colons, braces and UTF-8.
-//   - Values are at most MaxValueLen bytes, possibly empty; the limiter
-//     does not modify or keep a slice it passed in after the call returns.
+//   - Values are at most MaxValueLen bytes, possibly empty. The limiter
+//     may reuse a value slice it passed in once the call returns, so a
+//     driver stores its own copy, never the caller's slice.
 //   - ttl is positive: at least one second beyond the time the limiter's
 //     state needs to be remembered.
 //   - ctx is non-nil.

@@ -35,8 +35,8 @@ type Record struct {
 // a driver must promise.
 //
 // The limiter guarantees every driver that keys are non-empty and at most
-// MaxKeyLen bytes, values at most MaxValueLen bytes, ttl positive, and that
-// it neither keeps nor modifies the value slices it passes in.
+// MaxKeyLen bytes, values at most MaxValueLen bytes and ttl positive. It
+// may reuse a value slice once the call returns: a driver stores a copy.
 type Store interface {
 	// Get returns the record stored under key. An absent or expired key is
 	// not an error: it returns a Record with Version 0 and a nil Value.

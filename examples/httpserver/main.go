@@ -10,7 +10,9 @@
 // the limit, 429 {"message": "You've reached the limit!"} with Retry-After
 // and the RateLimit-Policy and RateLimit header fields. GET /healthz
 // answers 200 "ok" and is not limited. Clients are keyed by IP address, or
-// by a header with -key (say -key X-API-Key).
+// by a header with -key (say -key X-API-Key). -limits "5/10s, 100/h"
+// combines several buckets; -dry-run serves everything and logs what it
+// would have denied.
 //
 // It logs one line per decision to standard error, and on SIGINT or
 // SIGTERM stops taking requests, finishes those in flight and closes the
@@ -61,6 +63,8 @@ type options struct {
 	pgTable   string
 	capacity  int64
 	period    time.Duration
+	limits    string
+	dryRun    bool
 	key       string
 	name      string
 	trustFrom string
@@ -89,6 +93,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.pgTable, "table", "sluice_records", "PostgreSQL table for -store postgres (created if missing)")
 	fs.Int64Var(&o.capacity, "capacity", 5, "requests allowed per period (the bucket's capacity)")
 	fs.DurationVar(&o.period, "period", 10*time.Second, "time for an empty bucket to refill")
+	fs.StringVar(&o.limits, "limits", "", `buckets as text, such as "5/10s, 100/h"; replaces -capacity and -period`)
+	fs.BoolVar(&o.dryRun, "dry-run", false, "decide and log, but serve every request (watch a limit before enforcing it)")
 	fs.StringVar(&o.key, "key", "ip", `what clients are keyed by: "ip" or a header name such as X-API-Key`)
 	fs.StringVar(&o.name, "name", "httpserver", "limiter name: the namespace of its keys in the store")
 	fs.StringVar(&o.trustFrom, "trust", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is trusted")
@@ -115,8 +121,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer closeStore()
 
-	bucket := limiter.Bucket{Capacity: o.capacity, Period: o.period}
-	lim, err := limiter.New(store, []limiter.Bucket{bucket}, limiter.WithName(o.name))
+	buckets := []limiter.Bucket{{Capacity: o.capacity, Period: o.period}}
+	if o.limits != "" {
+		if buckets, err = limiter.ParseBuckets(o.limits); err != nil {
+			return fmt.Errorf("-limits: %w", err)
+		}
+	}
+	limOpts := []limiter.Option{limiter.WithName(o.name)}
+	if o.dryRun {
+		limOpts = append(limOpts, limiter.WithDryRun())
+	}
+	lim, err := limiter.New(store, buckets, limOpts...)
 	if err != nil {
 		return err
 	}
@@ -132,7 +147,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "url", "http://"+ln.Addr().String(), "store", where, "limit", bucket.String(), "key", o.key)
+	logger.Info("listening", "url", "http://"+ln.Addr().String(), "store", where, "limits", limitsText(buckets), "dry_run", o.dryRun, "key", o.key)
 
 	select {
 	case err := <-served:
@@ -154,13 +169,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 // newHandler is the API behind the rate limiter.
 func newHandler(lim *limiter.Limiter, o options, logger *slog.Logger) (http.Handler, error) {
-	logDecision := func(r *http.Request) {
-		res, ok := httplimit.FromContext(r.Context())
-		if !ok {
-			return
-		}
+	logDecision := func(r *http.Request, res httplimit.Result) {
 		msg := "allowed"
-		if !res.Decision.Allowed {
+		switch {
+		case res.Decision.DryRun:
+			msg = "would deny (dry run)"
+		case !res.Decision.Allowed:
 			msg = "denied"
 		}
 		logger.Info(msg, "method", r.Method, "path", r.URL.Path, "key", res.Key,
@@ -168,8 +182,8 @@ func newHandler(lim *limiter.Limiter, o options, logger *slog.Logger) (http.Hand
 	}
 	opts := []httplimit.Option{
 		httplimit.WithSkip(func(r *http.Request) bool { return r.URL.Path == "/healthz" }),
+		httplimit.WithOnDecision(logDecision),
 		httplimit.WithDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			logDecision(r)
 			writeJSON(w, http.StatusTooManyRequests, limitBody)
 		})),
 		httplimit.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
@@ -190,7 +204,6 @@ func newHandler(lim *limiter.Limiter, o options, logger *slog.Logger) (http.Hand
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		logDecision(r)
 		writeJSON(w, http.StatusOK, helloBody)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -274,4 +287,13 @@ func openStore(ctx context.Context, o options) (storage.Store, string, func() er
 		return errors.Join(errs...)
 	}
 	return store, where, closeAll, nil
+}
+
+// limitsText writes buckets as -limits takes them.
+func limitsText(buckets []limiter.Bucket) string {
+	parts := make([]string, len(buckets))
+	for i, b := range buckets {
+		parts[i] = b.String()
+	}
+	return strings.Join(parts, ", ")
 }

@@ -31,6 +31,27 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("stores", func(t *testing.T) { testStores(t, bin) })
 	t.Run("bolt keeps limits across restart", func(t *testing.T) { testBoltRestart(t, bin) })
 	t.Run("key by header, healthz not limited", func(t *testing.T) { testKeyByHeader(t, bin) })
+	t.Run("dry run with -limits", func(t *testing.T) { testDryRun(t, bin) })
+}
+
+// testDryRun serves every request under -dry-run and logs the ones it
+// would have denied.
+func testDryRun(t *testing.T, bin string) {
+	srv := startServer(t, bin, "-store", "memory", "-limits", "2/1h, 100/1d", "-dry-run")
+	for i := range 4 {
+		resp, err := http.Get(srv.url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("request %d under -dry-run: status %d, want 200", i, resp.StatusCode)
+		}
+	}
+	srv.stop(t)
+	if n := strings.Count(srv.logText(), "would deny (dry run)"); n != 2 {
+		t.Errorf("log has %d dry-run denials, want 2:\n%s", n, srv.logText())
+	}
 }
 
 func testStores(t *testing.T, bin string) {
@@ -106,6 +127,8 @@ func TestBadFlags(t *testing.T) {
 		{"-store", "memory", "-capacity", "0"},
 		{"-store", "memory", "-trust", "10.0.0.0/99"},
 		{"-store", "memory", "extra"},
+		{"-store", "memory", "-limits", "5/ten seconds"},
+		{"-store", "memory", "-limits", "5/10s, 5/10s"},
 	} {
 		if err := run(context.Background(), args, io.Discard); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)

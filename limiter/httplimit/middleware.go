@@ -44,6 +44,7 @@ type config struct {
 	onError     func(http.ResponseWriter, *http.Request, error)
 	failOpen    func(*http.Request, error)
 	skip        func(*http.Request) bool
+	onDecision  func(*http.Request, Result)
 	legacy      bool
 	policyName  string
 	hashSecret  []byte
@@ -243,6 +244,22 @@ func WithPolicyName(name string) Option {
 	}
 }
 
+// WithOnDecision calls f with every decision the middleware makes, allowed
+// or denied, before the request reaches the wrapped handler or the deny
+// handler: the place to log decisions or count them. A limiter made
+// limiter.WithDryRun lets every request through; f sees
+// res.Decision.DryRun set on those it would have denied, which is how a
+// new limit is watched before it is enforced. f runs on the request's
+// goroutine and must be quick. The default is no callback.
+func WithOnDecision(f func(r *http.Request, res Result)) Option {
+	return func(c *config) {
+		if f == nil {
+			c.errs = append(c.errs, errors.New("nil decision callback"))
+		}
+		c.onDecision = f
+	}
+}
+
 // WithHashedKeys makes the middleware pass the limiter
 // "hmac:" + base64url(HMAC-SHA256(secret, key)) instead of each key, so
 // that IP addresses, user ids and API keys never reach the store in plain
@@ -269,6 +286,7 @@ type middleware struct {
 	onError  func(http.ResponseWriter, *http.Request, error)
 	failOpen func(*http.Request, error)
 	skip     func(*http.Request) bool
+	decided  func(*http.Request, Result)
 	legacy   bool
 	secret   []byte
 	policy   policy
@@ -314,6 +332,7 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 		onError:  c.onError,
 		failOpen: c.failOpen,
 		skip:     c.skip,
+		decided:  c.onDecision,
 		legacy:   c.legacy,
 		secret:   c.hashSecret,
 		policy:   newPolicy(c.policyName, buckets),
@@ -400,7 +419,11 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	}
 	m.policy.write(w.Header(), d, m.legacy)
-	r = r.WithContext(context.WithValue(r.Context(), resultKey{}, Result{Key: key, Cost: cost, Decision: d}))
+	res := Result{Key: key, Cost: cost, Decision: d}
+	if m.decided != nil {
+		m.decided(r, res)
+	}
+	r = r.WithContext(context.WithValue(r.Context(), resultKey{}, res))
 	if !d.Allowed {
 		w.Header().Set(HeaderRetryAfter, retryAfter(d.RetryAfter))
 		m.deny.ServeHTTP(w, r)

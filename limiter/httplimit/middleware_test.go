@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -546,5 +547,37 @@ func TestNewRejects(t *testing.T) {
 	}
 	if _, err := httplimit.New(nil); !errors.Is(err, httplimit.ErrInvalidOption) {
 		t.Errorf("New(nil) = %v, want ErrInvalidOption", err)
+	}
+}
+
+// TestOnDecisionMarksDryRun: under a dry-run limiter every request is
+// served, and the decision callback sees which ones would have been
+// denied.
+func TestOnDecisionMarksDryRun(t *testing.T) {
+	lim, err := limiter.New(memory.New(), []limiter.Bucket{{Capacity: 2, Period: time.Minute}},
+		limiter.WithClock(fakeclock.New(epoch)), limiter.WithDryRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []bool
+	mw, err := httplimit.New(lim, httplimit.WithOnDecision(func(r *http.Request, res httplimit.Result) {
+		seen = append(seen, res.Decision.DryRun)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for i := range 4 {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, request("192.0.2.1:1234"))
+		if w.Code != http.StatusOK {
+			t.Errorf("request %d under dry run: status %d, want 200", i, w.Code)
+		}
+	}
+	if want := []bool{false, false, true, true}; !slices.Equal(seen, want) {
+		t.Errorf("callback saw DryRun %v, want %v", seen, want)
+	}
+	if _, err := httplimit.New(lim, httplimit.WithOnDecision(nil)); !errors.Is(err, httplimit.ErrInvalidOption) {
+		t.Errorf("WithOnDecision(nil): %v, want ErrInvalidOption", err)
 	}
 }
