@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -322,9 +321,14 @@ func (s *countingStore) Delete(ctx context.Context, key string) error {
 var floorValue = []byte("0123456789abcdefghij")
 
 // skipUnavailable skips b with a sentence naming the backend, where, and
-// why.
+// why. The sentence also goes to standard output, where go test prints a
+// skipped benchmark's reason only with -test.v.
 func skipUnavailable(b *testing.B, backend, where, env string, err error) {
-	b.Skipf("%s: skipped, no server answers at %s (set %s): %v", backend, where, env, errors.Unwrap(err))
+	msg := fmt.Sprintf("%s: skipped, no server answers at %s (set %s): %v", backend, where, env, err)
+	if !testing.Verbose() {
+		fmt.Printf("--- SKIP: %s\n    %s\n", b.Name(), msg)
+	}
+	b.Skip(msg)
 }
 
 func TestCountingStoreCounts(t *testing.T) {

@@ -70,7 +70,7 @@ type row struct {
 var (
 	benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-(\d+))?\s+(\d+)\s+(.*\S)\s*$`)
 	verdict   = regexp.MustCompile(`--- (SKIP|FAIL|BENCH): (Benchmark\S+?)(?:-\d+)?$`)
-	logLine   = regexp.MustCompile(`^\s+\S+\.go:\d+: (.*)$`)
+	logLine   = regexp.MustCompile(`^\s+(?:\S+\.go:\d+: )?(\S.*)$`)
 )
 
 func parse(r io.Reader) (*results, error) {
@@ -224,7 +224,10 @@ func write(w io.Writer, res *results, date string, cores int) {
 	if res.procs > 0 {
 		fmt.Fprintf(w, ", GOMAXPROCS=%d", res.procs)
 	}
-	fmt.Fprintf(w, "; each figure is the median of %d run%s. ", res.runs, map[bool]string{true: "", false: "s"}[res.runs == 1])
+	if res.runs > 0 {
+		fmt.Fprintf(w, "; each figure is the median of %d run%s", res.runs, map[bool]string{true: "", false: "s"}[res.runs == 1])
+	}
+	fmt.Fprint(w, ". ")
 	fmt.Fprintln(w, "\"sluice ÷ it\" is sluice's decisions per second divided by the contender's in the same runs: above 1, sluice is faster. Figures from another machine or another day are not comparable; the ratios are the point.")
 	tables := slices.Clone(res.tables)
 	slices.SortStableFunc(tables, func(a, b *table) int { return rank(a.backend) - rank(b.backend) })
@@ -288,7 +291,9 @@ func write(w io.Writer, res *results, date string, cores int) {
 		}
 	}
 	// Backends that produced notes but no figures (skipped whole).
-	for _, b := range res.noteOrder {
+	skipped := slices.Clone(res.noteOrder)
+	slices.SortStableFunc(skipped, func(a, b string) int { return rank(a) - rank(b) })
+	for _, b := range skipped {
 		if res.byName[b] != nil {
 			continue
 		}

@@ -117,3 +117,22 @@ func TestLabelsAndFormats(t *testing.T) {
 		}
 	}
 }
+
+func TestSkippedBackendsInOrder(t *testing.T) {
+	in := "--- SKIP: BenchmarkPostgresLogged\n    PostgreSQL: skipped, no server\n" +
+		"--- SKIP: BenchmarkRedis\n    Redis: skipped, no server\nPASS\n"
+	res, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	write(&out, res, "2026-11-27", 2)
+	text := out.String()
+	r, p := strings.Index(text, "### Redis\n\n- Redis: skipped"), strings.Index(text, "### PostgreSQL, logged tables\n\n- PostgreSQL: skipped")
+	if r < 0 || p < 0 || r > p {
+		t.Errorf("want the Redis skip, then the PostgreSQL one; output:\n%s", text)
+	}
+	if strings.Contains(text, "median of 0") {
+		t.Errorf("output speaks of medians of no run:\n%s", text)
+	}
+}
