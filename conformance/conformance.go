@@ -35,3 +35,35 @@ import (
 // themselves. If the backend is missing, the factory skips tb (or fails it,
 // as its own policy says).
 type NewStore func(tb testing.TB) storage.Store
+
+// Factory is what RunStore and RunLimiter accept: a NewStore, or a plain
+// func(tb testing.TB) storage.Store or func(t *testing.T) storage.Store,
+// with the same rules.
+type Factory interface {
+	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store
+}
+
+// asNewStore turns any Factory into a NewStore (nil for a nil one).
+func asNewStore[F Factory](f F) NewStore {
+	switch f := any(f).(type) {
+	case NewStore:
+		return f
+	case func(testing.TB) storage.Store:
+		if f == nil {
+			return nil
+		}
+		return f
+	case func(*testing.T) storage.Store:
+		if f == nil {
+			return nil
+		}
+		return func(tb testing.TB) storage.Store {
+			t, ok := tb.(*testing.T)
+			if !ok {
+				tb.Fatalf("conformance: the factory takes a *testing.T, called from a %T", tb)
+			}
+			return f(t)
+		}
+	}
+	return nil
+}

@@ -22,8 +22,12 @@ import (
 // use from one and from two store handles. Time comes from a manual clock;
 // periods are long enough (10s and more) that the store's real expiry
 // never interferes.
-func RunLimiter(t *testing.T, newStore NewStore) {
+func RunLimiter[F Factory](t *testing.T, factory F) {
 	t.Helper()
+	newStore := asNewStore(factory)
+	if newStore == nil {
+		t.Fatal("conformance: RunLimiter: nil factory")
+	}
 	for _, c := range limiterChecks {
 		t.Run(c.name, func(t *testing.T) {
 			err := c.check(t, newStore)

@@ -3,6 +3,8 @@ package conformance
 import (
 	"strings"
 	"testing"
+
+	"github.com/sluice-go/sluice/storage"
 )
 
 func TestRunLimiterReference(t *testing.T) {
@@ -42,4 +44,10 @@ func TestLimiterChecksCatchBrokenStores(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestFactoryOfT: a factory that takes *testing.T is accepted as it is.
+func TestFactoryOfT(t *testing.T) {
+	ref := refFactory(faults{})
+	RunLimiter(t, func(t *testing.T) storage.Store { return ref(t) })
 }

@@ -89,8 +89,9 @@ const (
 // PostgreSQL, most of it in ConcurrentIncrements. Their names are stable, so a factory that cannot
 // serve one (a backend too slow for ConcurrentIncrements, say) may skip it
 // by tb.Name().
-func RunStore(t *testing.T, newStore NewStore) {
+func RunStore[F Factory](t *testing.T, factory F) {
 	t.Helper()
+	newStore := asNewStore(factory)
 	if newStore == nil {
 		t.Fatal("conformance: RunStore: nil NewStore")
 	}

@@ -190,9 +190,12 @@ func (l *Limiter) Wait(ctx context.Context, key string) error {
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < d.RetryAfter {
 			return fmt.Errorf("limiter: wait of %v for %q would exceed the context deadline: %w", d.RetryAfter, key, context.DeadlineExceeded)
 		}
+		wake, stop := l.after(d.RetryAfter)
 		select {
-		case <-l.clock.After(d.RetryAfter):
+		case <-wake:
+			stop()
 		case <-ctx.Done():
+			stop()
 			return ctx.Err()
 		}
 	}

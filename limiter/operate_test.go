@@ -203,3 +203,24 @@ func TestNoAllocations(t *testing.T) {
 		t.Errorf("a cached denial allocates %v times", n)
 	}
 }
+
+// nowOnly is a Clock with no After method: Wait sleeps on real timers.
+type nowOnly struct{}
+
+func (nowOnly) Now() time.Time { return time.Now() }
+
+func TestClockWithoutAfter(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: 10 * time.Millisecond}}, limiter.WithClock(nowOnly{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 3 {
+		if err := lim.Wait(ctx, "k"); err != nil {
+			t.Fatalf("Wait with a clock that has only Now: %v", err)
+		}
+	}
+}
