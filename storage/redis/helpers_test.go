@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,17 @@ import (
 // The servers stop when t ends.
 func startCluster(t *testing.T) []string {
 	t.Helper()
+	out, err := exec.Command(testbackend.RedisServerPath(t), "--version").Output()
+	if err != nil {
+		t.Fatalf("redis-server --version: %v", err)
+	}
+	// "Redis server v=7.0.15 sha=..."; CLUSTER ADDSLOTSRANGE and
+	// --cluster-port are new in 7.0.
+	_, v, _ := strings.Cut(string(out), "v=")
+	major, _, _ := strings.Cut(v, ".")
+	if n, err := strconv.Atoi(major); err != nil || n < 7 {
+		testbackend.Unavailable(t, "the cluster test needs redis-server 7.0 or later, found %s", strings.TrimSpace(string(out)))
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	ranges := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}

@@ -251,10 +251,12 @@ func TestCluster(t *testing.T) {
 
 func TestRing(t *testing.T) {
 	addrs := map[string]string{"a": testbackend.StartRedis(t).Addr(), "b": testbackend.StartRedis(t).Addr()}
-	conformance.RunStore(t, func(tb testing.TB) storage.Store {
+	newRingStore := func(tb testing.TB) storage.Store {
 		ring := goredis.NewRing(&goredis.RingOptions{Addrs: addrs, ContextTimeoutEnabled: true})
 		return openStore(tb, ring, testPrefix(tb))
-	})
+	}
+	conformance.RunStore(t, newRingStore)
+	conformance.RunLimiter(t, newRingStore)
 }
 
 // A value under one of our keys that sluice did not write is an error
