@@ -24,7 +24,9 @@ const figureKeys = 10_000
 // RETURNING on the same kind of table, through the same pool of 16
 // connections with durable commits (PostgreSQL's defaults), at 1, 16 and
 // 64 goroutines, on one hot key and over 10,000 keys, logged and UNLOGGED.
-// Each reports decisions (or upserts) per second. Run it briefly:
+// For the spread of keys, "store" is the driver alone: CompareAndSwap
+// from the last version seen, as the limiter sends it. Each reports
+// decisions (or statements) per second. Run it briefly:
 //
 //	go test -run '^$' -bench Figures -benchtime 1s ./storage/postgres/
 func BenchmarkFigures(b *testing.B) {
@@ -61,6 +63,21 @@ func BenchmarkFigures(b *testing.B) {
 						return pool.QueryRow(ctx, upsert, []byte(spread.key(i)), value).Scan(&v)
 					})
 				})
+				if spread.name != "hot" {
+					// The driver alone: CompareAndSwap from the last version
+					// seen, the statement the limiter sends per decision.
+					b.Run(name+"/store", func(b *testing.B) {
+						s := storeOn(b, figurePool(b, url, opts), opts...)
+						versions := make([]atomic.Uint64, figureKeys)
+						value := make([]byte, 24)
+						runFigure(b, g, func(ctx context.Context, i int64) error {
+							k := (i * 7919) % figureKeys
+							rec, _, err := s.CompareAndSwap(ctx, keys[k], versions[k].Load(), value, time.Hour)
+							versions[k].Store(rec.Version)
+							return err
+						})
+					})
+				}
 				b.Run(name+"/limiter", func(b *testing.B) {
 					pool := figurePool(b, url, opts)
 					lim, err := limiter.New(storeOn(b, pool, opts...), []limiter.Bucket{{Capacity: limiter.MaxCapacity, Period: time.Second}})
