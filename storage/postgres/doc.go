@@ -45,7 +45,9 @@
 // as absent at once. A background goroutine deletes expired rows every
 // minute (WithSweepInterval), walking the primary key in batches of 1000
 // rows per statement and skipping rows other clients hold, so it never
-// takes long locks; Sweep runs it by hand.
+// takes long locks; Sweep runs it by hand. There is no index on
+// expires_at (it would slow every write), so a sweep reads the whole
+// table: with millions of keys, lengthen the interval.
 //
 // # Errors
 //
