@@ -19,6 +19,11 @@
 // record on conflict, so that the limiter's retry needs no GET. Delete is
 // one script too (see Versions). Every call touches exactly one key.
 //
+// The compare-and-swap script also reads the server's TIME and returns it,
+// and GetTimed reads a key and TIME in one script: the Store is a
+// storage.TimedStore, so limiter.WithStoreClock decides on the Redis
+// server's clock at no extra round trip.
+//
 // # Record layout
 //
 // The Redis key of a record is the prefix followed by the limiter's key,

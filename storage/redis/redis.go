@@ -35,7 +35,7 @@ type Store struct {
 	closed  atomic.Bool
 }
 
-var _ storage.Store = (*Store)(nil)
+var _ storage.TimedStore = (*Store)(nil)
 
 // Option configures a Store in New.
 type Option func(*config)
@@ -122,25 +122,54 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // wraps storage.ErrUnavailable. A value under the key that sluice did not
 // write is left as it is, and the error wraps storage.ErrCorrupt.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	rec, swapped, _, err := s.CompareAndSwapTimed(ctx, key, expected, value, ttl)
+	return rec, swapped, err
+}
+
+// CompareAndSwapTimed is CompareAndSwap, also returning the Redis server's
+// clock (TIME, read inside the same script): storage.TimedStore, for
+// limiter.WithStoreClock.
+func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
 	if err := s.check(ctx, "cas", key); err != nil {
-		return storage.Record{}, false, err
+		return storage.Record{}, false, time.Time{}, err
 	}
 	reply, err := casScript.Run(ctx, s.scripts, []string{s.prefix + key},
 		encodeVersion(expected), value, millis(ttl)).Result()
 	if err != nil {
-		return storage.Record{}, false, s.fail(ctx, "cas", key, err)
+		return storage.Record{}, false, time.Time{}, s.fail(ctx, "cas", key, err)
 	}
 	r, err := decodeCAS(reply)
 	if err != nil {
-		return storage.Record{}, false, fmt.Errorf("redis: cas %q: %w: %w", key, storage.ErrUnavailable, err)
+		return storage.Record{}, false, time.Time{}, fmt.Errorf("redis: cas %q: %w: %w", key, storage.ErrUnavailable, err)
 	}
 	switch {
 	case r.foreign:
-		return storage.Record{}, false, s.corrupt("cas", key, errForeign)
+		return storage.Record{}, false, time.Time{}, s.corrupt("cas", key, errForeign)
 	case r.swapped:
-		return storage.Record{Value: bytes.Clone(nonNil(value)), Version: r.version}, true, nil
+		return storage.Record{Value: bytes.Clone(nonNil(value)), Version: r.version}, true, r.now, nil
 	}
-	return r.current, false, nil
+	return r.current, false, r.now, nil
+}
+
+// GetTimed is Get, also returning the Redis server's clock, with one
+// script call that reads the key and TIME together: storage.TimedStore,
+// for limiter.WithStoreClock.
+func (s *Store) GetTimed(ctx context.Context, key string) (storage.Record, time.Time, error) {
+	if err := s.check(ctx, "get", key); err != nil {
+		return storage.Record{}, time.Time{}, err
+	}
+	reply, err := getScript.Run(ctx, s.client, []string{s.prefix + key}).Result()
+	if err != nil {
+		return storage.Record{}, time.Time{}, s.fail(ctx, "get", key, err)
+	}
+	rec, now, err := decodeGet(reply)
+	if errors.Is(err, errForeign) {
+		return storage.Record{}, time.Time{}, s.corrupt("get", key, err)
+	}
+	if err != nil {
+		return storage.Record{}, time.Time{}, fmt.Errorf("redis: get %q: %w: %w", key, storage.ErrUnavailable, err)
+	}
+	return rec, now, nil
 }
 
 // Delete removes key with one script call that leaves a short-lived

@@ -19,19 +19,24 @@ import goredis "github.com/redis/go-redis/v9"
 //	ARGV[2]  the new value
 //	ARGV[3]  the time to live in milliseconds (decimal)
 //
-// It replies {1, version} when it swapped (version: the 8 bytes stored),
-// {0, record} on conflict with a live record, {0} on conflict with an
-// absent key (or a tombstone), and {2} when the key holds something that
-// is not a sluice record, which it leaves as it is.
+// Every reply starts with a status and the server's TIME (seconds and
+// microseconds, as TIME gives them), so that the driver can report the
+// server's clock at no extra round trip (storage.TimedStore). It replies
+// {1, s, us, version} when it swapped (version: the 8 bytes stored),
+// {0, s, us, record} on conflict with a live record, {0, s, us} on
+// conflict with an absent key (or a tombstone), and {2, s, us} when the
+// key holds something that is not a sluice record, which it leaves as it
+// is.
 //
 // The new version is max(previous version + 1, server time in
 // microseconds * 4096): it grows on every write, and a record written
 // after a Delete or an expiry starts above every version the key had,
 // because the server clock has moved on by then (see doc.go).
 var casScript = goredis.NewScript(`
+local t = redis.call('TIME')
 local cur = redis.pcall('GET', KEYS[1])
 if type(cur) == 'table' then
-	return {2}
+	return {2, t[1], t[2]}
 end
 local live = false
 if cur then
@@ -39,17 +44,16 @@ if cur then
 	if tag == 248 and #cur >= 9 and string.sub(cur, 2, 9) ~= string.rep(string.char(0), 8) then
 		live = true
 	elseif not (tag == 249 and #cur == 9) then
-		return {2}
+		return {2, t[1], t[2]}
 	end
 end
 if live then
 	if string.sub(cur, 2, 9) ~= ARGV[1] then
-		return {0, cur}
+		return {0, t[1], t[2], cur}
 	end
 elseif ARGV[1] ~= '' then
-	return {0}
+	return {0, t[1], t[2]}
 end
-local t = redis.call('TIME')
 local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local hi = math.floor(us / 1048576)
 local lo = (us % 1048576) * 4096
@@ -72,7 +76,23 @@ local ver = string.char(
 	math.floor(lo / 16777216) % 256, math.floor(lo / 65536) % 256,
 	math.floor(lo / 256) % 256, lo % 256)
 redis.call('SET', KEYS[1], string.char(248) .. ver .. ARGV[2], 'PX', ARGV[3])
-return {1, ver}
+return {1, t[1], t[2], ver}
+`)
+
+// getScript reads KEYS[1] together with the server's TIME, for GetTimed
+// (Get itself is a plain GET). It replies {s, us} when the key is absent,
+// {s, us, value} otherwise, and {s, us, 0} when the key holds another
+// Redis type.
+var getScript = goredis.NewScript(`
+local t = redis.call('TIME')
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'table' then
+	return {t[1], t[2], 0}
+end
+if not cur then
+	return {t[1], t[2]}
+end
+return {t[1], t[2], cur}
 `)
 
 // deleteScript replaces the live record under KEYS[1] by a tombstone that
