@@ -17,7 +17,7 @@ const MaxKeyLen = 1024
 
 // maxAttempts bounds the compare-and-swaps of one store call before
 // ErrContention.
-const maxAttempts = 16
+const maxAttempts = 32
 
 // Limiter rate-limits calls by key with one or more token buckets kept in
 // a storage.Store. Every key starts with full buckets, each of which
