@@ -30,6 +30,7 @@ import (
 
 func main() {
 	date := flag.String("date", time.Now().UTC().Format("2006-01-02"), "date to print in the heading")
+	goals := flag.Bool("targets", true, "after the tables, say which targets of the comparison are met")
 	flag.Parse()
 	res, err := parse(os.Stdin)
 	if err != nil {
@@ -41,6 +42,9 @@ func main() {
 		os.Exit(1)
 	}
 	write(os.Stdout, res, *date, runtime.NumCPU())
+	if *goals {
+		writeTargets(os.Stdout, res)
+	}
 }
 
 // results is everything read from go test's output.

@@ -71,7 +71,7 @@ func TestWrite(t *testing.T) {
 	var out bytes.Buffer
 	write(&out, res, "2026-11-27", 2)
 	text := out.String()
-	for _, want := range []string{
+	wantAll(t, text, []string{
 		"Measured 2026-11-27 on one machine: 2 cores (AMD EPYC), GOMAXPROCS=2; each figure is the median of 3 runs.",
 		"### In process (sluice on storage/memory)",
 		"| case | contender | decisions/s | sluice ÷ it | ns/decision | allocs/decision |",
@@ -84,11 +84,7 @@ func TestWrite(t *testing.T) {
 		"- HotKey goroutines=16 throttled: gave up:",
 		"|  | throttled | see below |  | | | | |",
 		"### PostgreSQL, logged tables\n\n- PostgreSQL: skipped, no server answers",
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("output lacks %q; output:\n%s", want, text)
-		}
-	}
+	})
 	if strings.Count(text, "ns/decision") != 1 {
 		t.Errorf("ns/decision shown in a table with latencies; output:\n%s", text)
 	}
@@ -134,5 +130,15 @@ func TestSkippedBackendsInOrder(t *testing.T) {
 	}
 	if strings.Contains(text, "median of 0") {
 		t.Errorf("output speaks of medians of no run:\n%s", text)
+	}
+}
+
+// wantAll fails t for each of wants that text lacks.
+func wantAll(t *testing.T, text string, wants []string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q; output:\n%s", want, text)
+		}
 	}
 }
