@@ -294,7 +294,14 @@ func TestNewWithoutCreatePrivilege(t *testing.T) {
 	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
 	role := testbackend.Namespace(t) + "_app"
 	quotedRole := pgx.Identifier{role}.Sanitize()
-	execSQL(t, url, "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'")
+	admin := newPool(t, url, 1)
+	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'"); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("the test's role may not create roles: %v", err)
+		}
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { execSQL(t, url, "DROP OWNED BY "+quotedRole, "DROP ROLE "+quotedRole) })
 	execSQL(t, url,
 		"GRANT SELECT, INSERT, UPDATE, DELETE ON "+table+" TO "+quotedRole,
