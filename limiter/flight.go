@@ -231,16 +231,24 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		if attempt == maxAttempts {
 			return fail(fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt))
 		}
+		// The first retries do not wait: each has the newest record, which
+		// is its best chance. Later ones wait a random, growing time so
+		// that colliding writers spread out, and then read the record
+		// afresh: the one that came back is stale by then.
+		if attempt >= immediateRetries {
+			if err := backoff(ctx, attempt-immediateRetries); err != nil {
+				return fail(err)
+			}
+			st.calls++
+			if rec, err = l.get(ctx, s.key); err != nil {
+				return fail(err)
+			}
+			now = l.now()
+		}
 		if cur, err = l.decode(s.key, rec, now); err != nil {
 			return fail(err)
 		}
 		version = rec.Version
-		// The first retry does not wait: it already has the record.
-		if attempt > 1 {
-			if err := backoff(ctx, attempt); err != nil {
-				return fail(err)
-			}
-		}
 	}
 }
 

@@ -389,10 +389,14 @@ func (l *Limiter) decode(storeKey string, rec storage.Record, now int64) (state,
 	return st, nil
 }
 
-// backoff sleeps a random time that grows with the attempt, up to about
-// 10ms.
-func backoff(ctx context.Context, attempt int) error {
-	ceiling := time.Duration(50<<min(attempt, 8)) * time.Microsecond
+// immediateRetries is how many lost compare-and-swaps are retried at once,
+// before backoff.
+const immediateRetries = 4
+
+// backoff sleeps a random time whose ceiling doubles with n, from 100µs up
+// to about 6ms, so that writers that keep colliding spread out.
+func backoff(ctx context.Context, n int) error {
+	ceiling := time.Duration(100<<min(n, 6)) * time.Microsecond
 	t := time.NewTimer(rand.N(ceiling) + time.Microsecond)
 	defer t.Stop()
 	select {
