@@ -10,6 +10,17 @@
 //		conformance.RunLimiter(t, newStore)
 //	}
 //
+//	func BenchmarkLimiter(b *testing.B) {
+//		conformance.RunBenchmarks(b, newStore)
+//	}
+//
+// RunStore proves the storage contract itself; RunLimiter proves the
+// limiter's semantics on top of the driver (exact counts, Decision fields,
+// refunds, the store clock for drivers that report one); RunBenchmarks
+// measures decisions on a hot key and over many keys. A factory may take a
+// testing.TB or a *testing.T (see Factory); NewStore says how it is
+// called.
+//
 // Run them with -race: the suites hammer one key from many goroutines and
 // rely on the race detector to catch unsynchronised state in the driver. A
 // pass proves that the driver keeps the contract documented in package

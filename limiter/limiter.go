@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -349,10 +350,8 @@ func (l *Limiter) checkKey(key string) error {
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("%w: key of %d bytes, at most %d", ErrInvalidKey, len(key), MaxKeyLen)
 	}
-	for i := 0; i < len(key); i++ {
-		if key[i] == 0 {
-			return fmt.Errorf("%w: key %q holds a NUL byte", ErrInvalidKey, key)
-		}
+	if strings.IndexByte(key, 0) >= 0 {
+		return fmt.Errorf("%w: key %q holds a NUL byte", ErrInvalidKey, key)
 	}
 	return nil
 }
