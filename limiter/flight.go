@@ -26,9 +26,13 @@ type stats struct {
 // do decides o on key: from the cache when it can only be a denial,
 // otherwise in a flight of its own or in the batch of another call's.
 func (l *Limiter) do(ctx context.Context, key string, o op) (Decision, stats, error) {
+	// The clock is read before the key's lock is taken, to keep the lock
+	// short; a caller that then finds a later time stored sees no refill,
+	// as if its clock lagged.
+	now := l.now()
 	s := l.cache.get(key, l.prefix)
 	if l.inPlace != nil {
-		d, st, err := l.local(ctx, s, o)
+		d, st, err := l.local(ctx, s, o, now)
 		l.cache.release(key, s)
 		return d, st, err
 	}
@@ -36,7 +40,7 @@ func (l *Limiter) do(ctx context.Context, key string, o op) (Decision, stats, er
 	// can only have taken tokens since, never added them.
 	if s.have && !o.refund {
 		probe := s.st
-		if d := decide(l.rules, &probe, l.now(), o.cost, false); !d.Allowed {
+		if d := decide(l.rules, &probe, now, o.cost, false); !d.Allowed {
 			s.mu.Unlock()
 			return d, stats{cached: true}, nil
 		}
@@ -267,9 +271,8 @@ func (l *Limiter) apply(s *state, now int64, o op) (Decision, bool) {
 // such a store never blocks, so callers wait on the lock rather than
 // queue, and the decision allocates nothing. s.mu is held on entry and
 // released on return.
-func (l *Limiter) local(ctx context.Context, s *slot, o op) (Decision, stats, error) {
+func (l *Limiter) local(ctx context.Context, s *slot, o op, now int64) (Decision, stats, error) {
 	defer s.mu.Unlock()
-	now := l.now()
 	// s.st is advanced in place: a denial leaves it refilled (the same
 	// state), a failure forgets it.
 	if !s.have {
