@@ -414,25 +414,28 @@ func checkTwoHandles(tb testing.TB, newStore NewStore) error {
 }
 
 func checkCorrupt(tb testing.TB, newStore NewStore) error {
-	h, err := newHarness(tb, newStore, limiter.Bucket{Capacity: 5, Period: time.Minute})
+	store := newStore(tb)
+	ctx := context.Background()
+	// An unnamed limiter keeps key k under "<buckets>:k".
+	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 5, Period: time.Minute}}, limiter.WithClock(fakeclock.New(t0)))
 	if err != nil {
 		return err
 	}
-	const key = "conformance:broken"
+	const key = "5/1m:broken"
 	garbage := []byte("not a sluice record")
-	if _, ok, err := h.store.CompareAndSwap(h.ctx, key, 0, garbage, time.Minute); err != nil || !ok {
+	if _, ok, err := store.CompareAndSwap(ctx, key, 0, garbage, time.Minute); err != nil || !ok {
 		return fmt.Errorf("planting a corrupt record: swapped %v, %v", ok, err)
 	}
 	for _, call := range []func() error{
-		func() error { _, err := h.lim.Allow(h.ctx, "broken"); return err },
-		func() error { _, err := h.lim.Peek(h.ctx, "broken"); return err },
+		func() error { _, err := lim.Allow(ctx, "broken"); return err },
+		func() error { _, err := lim.Peek(ctx, "broken"); return err },
 	} {
 		err := call()
 		if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "broken") {
 			return fmt.Errorf("a call on a corrupt record = %v, want an error matching storage.ErrCorrupt that names the key", err)
 		}
 	}
-	rec, err := h.store.Get(h.ctx, key)
+	rec, err := store.Get(ctx, key)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,8 @@
 //     disagree share a limit only as exactly as their clocks agree; time
 //     going backwards refills nothing.
 //   - Changing the buckets of a limiter named with WithName starts every
-//     key afresh (full).
+//     key afresh (full): its keys are stored under a fingerprint of the
+//     buckets, so old and new limits never overwrite each other.
 //   - Keys reach the store in plain text: hash them if they identify
 //     people.
 package limiter

@@ -2,8 +2,11 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/sluice-go/sluice/storage"
 )
 
 // This file is the compare-and-swap loop, with its batching: per key, at
@@ -126,14 +129,23 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	have, version, cur, gen := s.have, s.version, s.st, s.gen
 	s.mu.Unlock()
 
-	d, st, err := l.flight(ctx, s, o, batch, have, version, cur, gen)
+	d, st, err, sent := l.flight(ctx, s, o, batch, have, version, cur, gen)
 
-	// A flight that failed only because this caller's context ended must
-	// not fail the others: they go to the next leader.
+	// A flight cut off by this caller's context must not fail the others
+	// with it. If no write of theirs was sent, they go to the next leader;
+	// if one was, its outcome is unknown, and they are told so.
 	var retry []*waiter
-	if err != nil && ctx.Err() != nil {
-		retry = batch
-	} else {
+	if err != nil && len(batch) > 0 && (ctx.Err() != nil || isContextErr(err)) {
+		if !sent {
+			retry = batch
+		} else {
+			unknown := fmt.Errorf("limiter: key %q: outcome unknown: the store call deciding this call with others was cut off by another caller's context (%v): %w", s.key, err, storage.ErrUnavailable)
+			for _, w := range batch {
+				w.d, w.err = Decision{}, unknown
+			}
+		}
+	}
+	if retry == nil {
 		for _, w := range batch {
 			close(w.done)
 		}
@@ -167,10 +179,13 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 
 // flight decides o and its batch against the store: one compare-and-swap
 // for all of them, retried from the returned record on conflict. It sets
-// each batched waiter's d, st and err.
-func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, have bool, version uint64, cur state, gen uint64) (Decision, stats, error) {
-	var st stats
-	fail := func(err error) (Decision, stats, error) {
+// each batched waiter's d, st and err. On error, sent reports whether the
+// failing step was a compare-and-swap, which may have landed.
+func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, have bool, version uint64, cur state, gen uint64) (d Decision, st stats, err error, sent bool) {
+	for _, w := range batch {
+		w.d, w.st, w.err = Decision{}, stats{}, nil // a batch handed over may carry an old failure
+	}
+	fail := func(err error, sent bool) (Decision, stats, error, bool) {
 		s.mu.Lock()
 		if s.gen == gen {
 			s.have = false // the write may have landed: read again next time
@@ -179,7 +194,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		for _, w := range batch {
 			w.st, w.err = st, err
 		}
-		return Decision{}, st, err
+		return Decision{}, st, err, sent
 	}
 	if l.timed != nil && !l.offsetKnown.Load() {
 		// The first call on the store's clock reads it.
@@ -189,7 +204,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			cur, err = l.decode(s.key, rec, l.now())
 		}
 		if err != nil {
-			return fail(err)
+			return fail(err, false)
 		}
 		have, version = true, rec.Version
 	}
@@ -212,13 +227,13 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			for _, w := range batch {
 				w.st = st
 			}
-			return d, st, nil
+			return d, st, nil, false
 		}
 		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &next)
 		st.calls++
 		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, retention(l.rules, &next, now))
 		if err != nil {
-			return fail(err)
+			return fail(err, true)
 		}
 		if swapped {
 			s.mu.Lock()
@@ -229,11 +244,11 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			for _, w := range batch {
 				w.st = st
 			}
-			return d, st, nil
+			return d, st, nil, false
 		}
 		st.retries++
 		if attempt == maxAttempts {
-			return fail(fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt))
+			return fail(fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt), false)
 		}
 		// The first retries do not wait: each has the newest record, which
 		// is its best chance. Later ones wait a random, growing time so
@@ -241,19 +256,24 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		// afresh: the one that came back is stale by then.
 		if attempt >= immediateRetries {
 			if err := backoff(ctx, attempt-immediateRetries); err != nil {
-				return fail(err)
+				return fail(err, false)
 			}
 			st.calls++
 			if rec, err = l.get(ctx, s.key); err != nil {
-				return fail(err)
+				return fail(err, false)
 			}
 			now = l.now()
 		}
 		if cur, err = l.decode(s.key, rec, now); err != nil {
-			return fail(err)
+			return fail(err, false)
 		}
 		version = rec.Version
 	}
+}
+
+// isContextErr reports whether err comes from a context ending.
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // apply decides o on s at now, advancing s in place, and reports whether

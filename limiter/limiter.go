@@ -85,14 +85,19 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if !cfg.nameSet {
-		cfg.name = defaultName(rules)
+	fp := fingerprint(rules)
+	prefix := defaultName(rules) + ":"
+	if cfg.nameSet {
+		// The buckets' fingerprint keeps limiters that share a name but
+		// not their buckets (a rolling deploy of a new limit) from
+		// overwriting each other's records.
+		prefix = fmt.Sprintf("%s@%08x:", cfg.name, fp)
 	}
 	l := &Limiter{
 		store:    store,
 		rules:    rules,
-		fp:       fingerprint(rules),
-		prefix:   cfg.name + ":",
+		fp:       fp,
+		prefix:   prefix,
 		clock:    cfg.clock,
 		cache:    newCache(cfg.cacheSize),
 		observer: cfg.observer,
@@ -213,6 +218,13 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	if l.observer != nil {
 		start = time.Now()
 	}
+	// What was read is cached only if no Reset came in between.
+	var gen uint64
+	cached := false
+	if s := l.cache.lookup(key); s != nil {
+		gen, cached = s.gen, true
+		s.mu.Unlock()
+	}
 	storeKey := l.prefix + key
 	rec, err := l.get(ctx, storeKey)
 	var st state
@@ -223,7 +235,7 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 		return l.failed(ctx, "Peek", key, 0, start, stats{calls: 1}, err)
 	}
 	if s := l.cache.lookup(key); s != nil {
-		if !s.have || rec.Version > s.version {
+		if cached && s.gen == gen && (!s.have || rec.Version > s.version) {
 			s.have, s.version, s.st = true, rec.Version, st
 		}
 		s.mu.Unlock()
@@ -299,7 +311,7 @@ func (l *Limiter) observeError(method, key string, cost int64, start time.Time, 
 // fallsBack reports whether err is the store's failure, which the fallback
 // limiter may cover, rather than the caller's context ending.
 func fallsBack(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	return ctx.Err() == nil && !isContextErr(err)
 }
 
 // now returns the time to decide on, in Unix nanoseconds: the clock's,

@@ -404,11 +404,11 @@ func TestResetForgetsCache(t *testing.T) {
 // TestCorruptRecordNamesKey: a record that does not decode is an error
 // naming the key, and is left as it is.
 func TestCorruptRecordNamesKey(t *testing.T) {
-	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithName("login"))
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
 	ctx := context.Background()
-	fs.CompareAndSwap(ctx, "login:user:7", 0, []byte{1, 2}, time.Hour)
+	fs.CompareAndSwap(ctx, "1/1h:user:7", 0, []byte{1, 2}, time.Hour) // the default namespace
 	_, err := lim.Allow(ctx, "user:7")
-	if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), `"login:user:7"`) {
+	if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), `"1/1h:user:7"`) {
 		t.Errorf("Allow on a truncated record: %v", err)
 	}
 }
@@ -430,5 +430,34 @@ func TestCacheBounded(t *testing.T) {
 	// Evicted keys are still limited: the store remembers them.
 	if d, err := lim.Allow(ctx, "key-0"); err != nil || d.Allowed {
 		t.Errorf("second call on an evicted key: %+v, %v; want denied", d, err)
+	}
+}
+
+// TestNameWithOtherBuckets: limiters that share a name but not their
+// buckets each enforce their own limit; neither resets the other.
+func TestNameWithOtherBuckets(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	clock := fakeclock.New(t0)
+	var lims []*limiter.Limiter
+	for _, c := range []int64{5, 6} {
+		lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: c, Period: time.Hour}}, limiter.WithName("login"), limiter.WithClock(clock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lims = append(lims, lim)
+	}
+	admitted := 0
+	for i := range 100 {
+		d, err := lims[i%2].Allow(context.Background(), "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			admitted++
+		}
+	}
+	if admitted != 11 {
+		t.Errorf("5/h and 6/h under one name, alternating: admitted %d, want 11 (each its own limit)", admitted)
 	}
 }

@@ -24,14 +24,18 @@ type config struct {
 const MaxNameLen = 128
 
 // WithName sets the namespace of the limiter's keys in the store. Two
-// limiters with the same name share their counts for a key; different
-// names keep them apart. The default is derived from the buckets (for
-// example "5/10s,100/1h"), so limiters with the same buckets share counts
-// unless they are named. A name is 1 to MaxNameLen printable bytes without
-// spaces or colons.
+// limiters with the same name and the same buckets share their counts for
+// a key; different names keep them apart. The default namespace is derived
+// from the buckets (for example "5/10s,100/1h"), so limiters with the same
+// buckets share counts unless they are named. A name is 1 to MaxNameLen
+// printable bytes without spaces or colons.
 //
-// Changing the buckets of a named limiter starts every key afresh: a
-// record written for other buckets is replaced by a full bucket.
+// A named limiter's keys are stored as name@F:key, where F is a
+// fingerprint of its buckets. Changing the buckets therefore starts every
+// key afresh, and limiters that share a name but not their buckets (old
+// and new processes in a rolling deploy) each enforce their own limit
+// instead of overwriting each other's records; the old records expire by
+// themselves.
 func WithName(name string) Option {
 	return func(c *config) { c.name, c.nameSet = name, true }
 }
@@ -44,9 +48,10 @@ func WithClock(clock Clock) Option {
 
 // WithCacheSize bounds how many keys the limiter remembers the last stored
 // record of, so that a busy key costs one store call per decision and an
-// exhausted key none. The default is 16384; 0 keeps the cache as small as
-// the keys in use at once (every idle key is forgotten). Negative is an
-// error.
+// exhausted key none. The bound is approximate: the cache has 64 shards of
+// ceil(n/64) keys each, and keys with calls in progress are never
+// forgotten. The default is 16384; 0 forgets every key as soon as its
+// calls are done. Negative is an error.
 func WithCacheSize(n int) Option {
 	return func(c *config) { c.cacheSize = n }
 }

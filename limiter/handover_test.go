@@ -1,0 +1,203 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/internal/fakeclock"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
+)
+
+// gateStore wraps a store (hiding InPlaceStore) and lets a test hold calls.
+type gateStore struct {
+	inner storage.Store
+	mu    sync.Mutex
+	casN  int
+	onCAS func(n int, ctx context.Context) (land bool, err error) // before forwarding
+	getN  int
+	onGet func(n int) // after inner Get
+}
+
+func (g *gateStore) Get(ctx context.Context, key string) (storage.Record, error) {
+	rec, err := g.inner.Get(ctx, key)
+	g.mu.Lock()
+	g.getN++
+	n, f := g.getN, g.onGet
+	g.mu.Unlock()
+	if f != nil {
+		f(n)
+	}
+	return rec, err
+}
+func (g *gateStore) CompareAndSwap(ctx context.Context, key string, exp uint64, v []byte, ttl time.Duration) (storage.Record, bool, error) {
+	g.mu.Lock()
+	g.casN++
+	n, f := g.casN, g.onCAS
+	g.mu.Unlock()
+	if f != nil {
+		land, err := f(n, ctx)
+		if err != nil {
+			if land { // the write lands, the reply is lost
+				g.inner.CompareAndSwap(context.Background(), key, exp, v, ttl)
+			}
+			return storage.Record{}, false, err
+		}
+	}
+	return g.inner.CompareAndSwap(ctx, key, exp, v, ttl)
+}
+func (g *gateStore) Delete(ctx context.Context, key string) error { return g.inner.Delete(ctx, key) }
+func (g *gateStore) Close() error                                 { return nil }
+
+func waitPending(t *testing.T, l *Limiter, key string, n int) {
+	for i := 0; Pending(l, key) != n; i++ {
+		if i > 5000 {
+			t.Fatalf("pending %d, want %d", Pending(l, key), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type res struct {
+	d   Decision
+	err error
+}
+
+// Leader B's context ends while its compare-and-swap, which also decides
+// C and D, is in flight. C and D must not get B's context error (they may
+// fall back), nor be charged twice: if the write may have landed they are
+// told its outcome is unknown (storage.ErrUnavailable), and every token
+// reported as admitted is charged exactly once.
+func runHandover(t *testing.T, land bool) {
+	clk := fakeclock.New(time.Unix(1e9, 0))
+	mem := memory.New()
+	defer mem.Close()
+	relA := make(chan struct{})
+	bStarted := make(chan struct{})
+	g := &gateStore{inner: mem}
+	g.onCAS = func(n int, ctx context.Context) (bool, error) {
+		switch n {
+		case 1: // A's flight
+			<-relA
+		case 2: // B's flight, with C and D batched
+			close(bStarted)
+			<-ctx.Done()
+			return land, ctx.Err()
+		}
+		return false, nil
+	}
+	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ctxB, cancelB := context.WithCancel(ctx)
+	out := make([]chan res, 4)
+	for i := range out {
+		out[i] = make(chan res, 1)
+	}
+	call := func(i int, c context.Context) {
+		go func() { d, err := l.Allow(c, "k"); out[i] <- res{d, err} }()
+	}
+	call(0, ctx)
+	for Pending(l, "k") == 0 && func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
+		time.Sleep(time.Millisecond)
+	}
+	call(1, ctxB)
+	waitPending(t, l, "k", 1)
+	call(2, ctx)
+	waitPending(t, l, "k", 2)
+	call(3, ctx)
+	waitPending(t, l, "k", 3)
+	close(relA)
+	<-bStarted
+	cancelB()
+	admitted, unknown := 0, 0
+	for i, ch := range out {
+		select {
+		case r := <-ch:
+			t.Logf("call %d: allowed=%v remaining=%d err=%v", i, r.d.Allowed, r.d.Remaining, r.err)
+			switch {
+			case r.err == nil && r.d.Allowed:
+				admitted++
+			case r.err == nil:
+			case i >= 2 && (isContextErr(r.err) || !errors.Is(r.err, storage.ErrUnavailable)):
+				t.Errorf("call %d, whose context is alive: %v, want a decision or storage.ErrUnavailable", i, r.err)
+			default:
+				unknown++
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d hangs", i)
+		}
+	}
+	g.onCAS = nil
+	d, _ := l.Peek(ctx, "k")
+	charged := 10 - int(d.Remaining)
+	if charged < admitted || charged > admitted+unknown {
+		t.Errorf("%d tokens charged for %d admitted calls and %d of unknown outcome", charged, admitted, unknown)
+	}
+}
+
+func TestHandoverClearsOldError(t *testing.T)              { runHandover(t, false) }
+func TestHandoverAfterLandedWriteChargesOnce(t *testing.T) { runHandover(t, true) }
+
+// Peek's Get precedes a Reset; its cache update follows it.
+func testPeekReset(t *testing.T, inPlace bool) {
+	clk := fakeclock.New(time.Unix(1e9, 0))
+	mem := memory.New()
+	defer mem.Close()
+	hold := make(chan struct{})
+	got := make(chan struct{})
+	var armed atomic.Bool
+	var st storage.Store
+	hook := func(n int) {
+		if armed.Load() {
+			armed.Store(false)
+			close(got)
+			<-hold
+		}
+	}
+	if inPlace {
+		st = &inPlaceGate{Store: mem, onGet: hook}
+	} else {
+		st = &gateStore{inner: mem, onGet: hook}
+	}
+	l, err := New(st, []Bucket{{Capacity: 2, Period: time.Hour}}, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l.Allow(ctx, "k")
+	l.Allow(ctx, "k")
+	armed.Store(true)
+	done := make(chan struct{})
+	go func() { l.Peek(ctx, "k"); close(done) }()
+	<-got
+	if err := l.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	<-done
+	d, err := l.Allow(ctx, "k")
+	if err != nil || !d.Allowed {
+		t.Errorf("after Reset: allowed=%v err=%v retry=%v (want allowed)", d.Allowed, err, d.RetryAfter)
+	}
+}
+
+type inPlaceGate struct {
+	*memory.Store
+	onGet func(int)
+}
+
+func (g *inPlaceGate) Get(ctx context.Context, key string) (storage.Record, error) {
+	rec, err := g.Store.Get(ctx, key)
+	g.onGet(0)
+	return rec, err
+}
+
+func TestPeekDoesNotUndoResetFlight(t *testing.T) { testPeekReset(t, false) }
+func TestPeekDoesNotUndoResetLocal(t *testing.T)  { testPeekReset(t, true) }
