@@ -25,7 +25,7 @@ func throughputAtLeast(contender string, factor float64) func(func(string, strin
 		if math.IsNaN(r) || math.IsInf(r, 0) {
 			return "", false, false
 		}
-		return fmt.Sprintf("sluice ÷ %s = %s (want ≥ %s)", contender, fixed2(r), fixed2(factor)), r >= factor, true
+		return fmt.Sprintf("sluice ÷ %s = %s (want ≥ %s)", contender, fixed3(r), fixed3(factor)), r >= factor, true
 	}
 }
 
@@ -37,7 +37,7 @@ func latencyWithin(contender string, factor float64) func(func(string, string) f
 		if math.IsNaN(r) || math.IsInf(r, 0) {
 			return "", false, false
 		}
-		return fmt.Sprintf("p50 sluice ÷ %s = %s (want ≤ %s)", contender, fixed2(r), fixed2(factor)), r <= factor, true
+		return fmt.Sprintf("p50 sluice ÷ %s = %s (want ≤ %s)", contender, fixed3(r), fixed3(factor)), r <= factor, true
 	}
 }
 
@@ -52,7 +52,7 @@ func sluiceAtMost(unit string, limit float64) func(func(string, string) float64)
 	}
 }
 
-func fixed2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+func fixed3(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
 
 // targets are the goals of the peer comparison (issue 8).
 var targets = func() []target {

@@ -24,11 +24,11 @@ BenchmarkRedis/DenyExhausted/goroutines=1/sluice-2 	 100	 1 ns/op	 9000000 decis
 	writeTargets(&out, res)
 	text := out.String()
 	wantAll(t, text, []string{
-		"- NOT met: memory: hot key sequential faster than go-limiter — sluice ÷ go-limiter = 0.80 (want ≥ 1.00)",
+		"- NOT met: memory: hot key sequential faster than go-limiter — sluice ÷ go-limiter = 0.800 (want ≥ 1.000)",
 		"- met: memory: 0 allocations per decision, hot key, sequential — sluice allocs/op = 0 (want ≤ 0)",
 		"- NOT met: memory: 0 allocations per decision, hot key, parallel — sluice allocs/op = 1 (want ≤ 0)",
-		"- met: Redis: hot key at 64 goroutines at least 3x redis_rate — sluice ÷ redis_rate = 3.00 (want ≥ 3.00)",
-		"- met: Redis: sequential latency within 1.2x of EVALSHA, hot key — p50 sluice ÷ floor-EVALSHA = 1.20 (want ≤ 1.20)",
+		"- met: Redis: hot key at 64 goroutines at least 3x redis_rate — sluice ÷ redis_rate = 3.000 (want ≥ 3.000)",
+		"- met: Redis: sequential latency within 1.2x of EVALSHA, hot key — p50 sluice ÷ floor-EVALSHA = 1.200 (want ≤ 1.200)",
 		"- met: Redis: denial of an exhausted key without a round trip, 1 goroutine — sluice roundtrips/op = 0 (want ≤ 0)",
 		"- not measured: memory: 10,000 keys parallel faster than x/time/rate",
 		"- not measured: bbolt: 64 goroutines at least 10x the Update-per-write floor, hot key",
