@@ -18,6 +18,7 @@ type slot struct {
 	have    bool   // version and st hold the last record seen
 	version uint64
 	st      state
+	expires int64 // the limiter's time when the record's time to live ends
 
 	buf []byte // encoding buffer, used only by the leader
 }

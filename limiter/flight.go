@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/sluice-go/sluice/storage"
 )
@@ -127,6 +129,9 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	}
 	s.pending = s.pending[:0]
 	have, version, cur, gen := s.have, s.version, s.st, s.gen
+	if have && l.now() >= s.expires {
+		have = false // the record has expired: a full bucket, absent
+	}
 	s.mu.Unlock()
 
 	d, st, err, sent := l.flight(ctx, s, o, batch, have, version, cur, gen)
@@ -231,14 +236,15 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		}
 		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &next)
 		st.calls++
-		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, retention(l.rules, &next, now))
+		ttl := retention(l.rules, &next, now)
+		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, ttl)
 		if err != nil {
 			return fail(err, true)
 		}
 		if swapped {
 			s.mu.Lock()
 			if s.gen == gen {
-				s.have, s.version, s.st = true, rec.Version, next
+				s.have, s.version, s.st, s.expires = true, rec.Version, next, deadline(now, ttl)
 			}
 			s.mu.Unlock()
 			for _, w := range batch {
@@ -295,8 +301,9 @@ func (l *Limiter) local(ctx context.Context, s *slot, o op, now int64) (Decision
 	defer s.mu.Unlock()
 	// s.st is advanced in place: a denial leaves it refilled (the same
 	// state), a failure forgets it.
-	if !s.have {
-		s.version, s.st = 0, fullState(l.rules, now)
+	if !s.have || now >= s.expires {
+		// Unknown, or expired: a full bucket, absent from the store.
+		s.have, s.version, s.st = false, 0, fullState(l.rules, now)
 	}
 	cached := s.have
 	var st stats
@@ -309,13 +316,14 @@ func (l *Limiter) local(ctx context.Context, s *slot, o op, now int64) (Decision
 		}
 		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &s.st)
 		st.calls++
-		v, rec, swapped, err := l.inPlace.CompareAndSwapInPlace(ctx, s.key, s.version, s.buf, retention(l.rules, &s.st, now))
+		ttl := retention(l.rules, &s.st, now)
+		v, rec, swapped, err := l.inPlace.CompareAndSwapInPlace(ctx, s.key, s.version, s.buf, ttl)
 		if err != nil {
 			s.have = false
 			return Decision{}, st, err
 		}
 		if swapped {
-			s.have, s.version = true, v
+			s.have, s.version, s.expires = true, v, deadline(now, ttl)
 			return d, st, nil
 		}
 		st.retries++
@@ -329,4 +337,12 @@ func (l *Limiter) local(ctx context.Context, s *slot, o op, now int64) (Decision
 		}
 		s.version = rec.Version
 	}
+}
+
+// deadline is now+ttl, saturated.
+func deadline(now int64, ttl time.Duration) int64 {
+	if now > math.MaxInt64-int64(ttl) {
+		return math.MaxInt64
+	}
+	return now + int64(ttl)
 }

@@ -237,6 +237,7 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	if s := l.cache.lookup(key); s != nil {
 		if cached && s.gen == gen && (!s.have || rec.Version > s.version) {
 			s.have, s.version, s.st = true, rec.Version, st
+			s.expires = deadline(l.now(), retention(l.rules, &st, l.now()))
 		}
 		s.mu.Unlock()
 	}

@@ -461,3 +461,28 @@ func TestNameWithOtherBuckets(t *testing.T) {
 		t.Errorf("5/h and 6/h under one name, alternating: admitted %d, want 11 (each its own limit)", admitted)
 	}
 }
+
+// TestExpiredRecordOneCall: a key whose cached record has outlived its
+// time to live is known to be absent, so its next decision costs one
+// compare-and-swap, not a lost one and a retry.
+func TestExpiredRecordOneCall(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	fs := faultstore.New(mem)
+	lim, err := limiter.New(fs, []limiter.Bucket{{Capacity: 1, Period: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("first call: %+v, %v", d, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the record's time to live: 1ms + 1s
+	fs.ResetCounts()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("after expiry: %+v, %v", d, err)
+	}
+	if got, want := fs.Calls(), (faultstore.Counts{CAS: 1}); got != want {
+		t.Errorf("a decision after the record expired made %+v store calls, want %+v", got, want)
+	}
+}
