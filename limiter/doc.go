@@ -69,6 +69,13 @@
 // goroutines on one hot key never conflict with each other: only other
 // processes cause retries.
 //
+// A store in the same process (storage/memory, or any that implements
+// storage.InPlaceStore) is used differently: the limiter holds the key's
+// record under the store's own lock, decides and writes it back, so there
+// is nothing to cache, batch or retry, and a decision allocates nothing.
+// On the system clock, such a limiter decides on the store's clock (see
+// storage/memory).
+//
 // # Errors
 //
 // New returns ErrNilStore, ErrInvalidBucket or ErrInvalidOption for a

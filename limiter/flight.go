@@ -30,17 +30,23 @@ type stats struct {
 
 // do decides o on key: from the cache when it can only be a denial,
 // otherwise in a flight of its own or in the batch of another call's.
-func (l *Limiter) do(ctx context.Context, key string, o op) (Decision, stats, error) {
+func (l *Limiter) do(ctx context.Context, key string, o op, d *Decision) (stats, error) {
+	if l.inPlace != nil {
+		return l.local(ctx, key, o, d)
+	}
+	var st stats
+	var err error
+	*d, st, err = l.remote(ctx, key, o)
+	return st, err
+}
+
+// remote is do on a store that is not in-process.
+func (l *Limiter) remote(ctx context.Context, key string, o op) (Decision, stats, error) {
 	// The clock is read before the key's lock is taken, to keep the lock
 	// short; a caller that then finds a later time stored sees no refill,
 	// as if its clock lagged.
 	now := l.now()
 	s := l.cache.get(key, l.prefix)
-	if l.inPlace != nil {
-		d, st, err := l.local(ctx, s, o, now)
-		l.cache.release(key, s)
-		return d, st, err
-	}
 	// An exhausted key is denied from the last record seen: other writers
 	// can only have taken tokens since, never added them.
 	if s.have && !o.refund {
@@ -293,50 +299,61 @@ func (l *Limiter) apply(s *state, now int64, o op) (Decision, bool) {
 	return d, d.Allowed
 }
 
-// local decides o on an in-process store while holding the key's lock:
-// such a store never blocks, so callers wait on the lock rather than
-// queue, and the decision allocates nothing. s.mu is held on entry and
-// released on return.
-func (l *Limiter) local(ctx context.Context, s *slot, o op, now int64) (Decision, stats, error) {
-	defer s.mu.Unlock()
-	// s.st is advanced in place: a denial leaves it refilled (the same
-	// state), a failure forgets it.
-	if !s.have || now >= s.expires {
-		// Unknown, or expired: a full bucket, absent from the store.
-		s.have, s.version, s.st = false, 0, fullState(l.rules, now)
+// local decides o on an in-process store, holding the key's record in
+// the store: holds exclude each other, so there is no conflict to retry,
+// no batching and no cache, and the decision allocates nothing.
+func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (stats, error) {
+	var now int64
+	if !l.storeNow {
+		now = l.now() // a clock of the caller's is not read under the store's lock
 	}
-	cached := s.have
-	var st stats
-	for attempt := 1; ; attempt++ {
-		d, wrote := l.apply(&s.st, now, o)
-		if !wrote {
-			st.cached = cached && attempt == 1
-			s.have = true
-			return d, st, nil
-		}
-		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &s.st)
-		st.calls++
-		ttl := retention(l.rules, &s.st, now)
-		v, rec, swapped, err := l.inPlace.CompareAndSwapInPlace(ctx, s.key, s.version, s.buf, ttl)
-		if err != nil {
-			s.have = false
-			return Decision{}, st, err
-		}
-		if swapped {
-			s.have, s.version, s.expires = true, v, deadline(now, ttl)
-			return d, st, nil
-		}
-		st.retries++
-		if attempt == maxAttempts {
-			s.have = false
-			return Decision{}, st, fmt.Errorf("%w: key %q: %d compare-and-swaps lost", ErrContention, s.key, attempt)
-		}
-		if s.st, err = l.decode(s.key, rec, now); err != nil {
-			s.have = false
-			return Decision{}, st, err
-		}
-		s.version = rec.Version
+	h, err := l.inPlace.Hold(ctx, l.prefix, key)
+	if err != nil {
+		return stats{calls: 1}, err
 	}
+	if l.storeNow {
+		now = h.Now()
+	}
+	var st state
+	if err := l.decodeInto(&st, h.Record(), now); err != nil {
+		h.Release()
+		return stats{calls: 1}, l.corrupt(l.prefix+key, err)
+	}
+	var ttl time.Duration
+	if o.refund {
+		refund(l.rules, &st, now, o.cost)
+		ttl = retention(l.rules, &st, now)
+	} else {
+		decideTo(d, l.rules, &st, now, o.cost, true)
+		if !d.Allowed {
+			h.Release()
+			return stats{calls: 1}, nil
+		}
+		ttl = retentionAfter(l.rules, &st, now, *d)
+	}
+	h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), ttl)
+	return stats{calls: 1}, nil
+}
+
+// peekLocal is Peek's read on an in-process store.
+func (l *Limiter) peekLocal(ctx context.Context, key string) (state, int64, error) {
+	var now int64
+	if !l.storeNow {
+		now = l.now()
+	}
+	h, err := l.inPlace.Hold(ctx, l.prefix, key)
+	if err != nil {
+		return state{}, 0, err
+	}
+	if l.storeNow {
+		now = h.Now()
+	}
+	st, err := l.decodeRecord(h.Record(), now)
+	h.Release()
+	if err != nil {
+		return state{}, 0, l.corrupt(l.prefix+key, err)
+	}
+	return st, now, nil
 }
 
 // deadline is now+ttl, saturated.

@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -33,7 +32,8 @@ const maxAttempts = 32
 type Limiter struct {
 	store    storage.Store
 	timed    storage.TimedStore   // set with WithStoreClock
-	inPlace  storage.InPlaceStore // an in-process store, decided under the key's lock
+	inPlace  storage.InPlaceStore // an in-process store, decided under its hold on the key
+	storeNow bool                 // decide on inPlace's clock: no clock was given
 	rules    []Bucket             // canonical order: by Period, then Capacity
 	fp       uint32
 	prefix   string // name + ":"
@@ -112,6 +112,10 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		l.timed = timed
 	} else if ip, ok := store.(storage.InPlaceStore); ok {
 		l.inPlace = ip
+		// On the system clock, the store's clock serves: it is the
+		// wall clock advanced by the monotonic one, read once per
+		// decision, and the same for every limiter on the store.
+		_, l.storeNow = cfg.clock.(systemClock)
 	}
 	return l, nil
 }
@@ -122,7 +126,9 @@ func (l *Limiter) Buckets() []Bucket { return slices.Clone(l.rules) }
 
 // Allow is shorthand for AllowN(ctx, key, 1).
 func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
-	return l.AllowN(ctx, key, 1)
+	var d Decision
+	err := l.allowN(ctx, key, 1, &d)
+	return d, err
 }
 
 // AllowN reports whether a call of the given cost on key may happen now,
@@ -134,25 +140,33 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
 // never a disguised allow or deny. Store failures wrap
 // storage.ErrUnavailable, and context errors are returned as they are.
 func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (Decision, error) {
+	var d Decision
+	err := l.allowN(ctx, key, cost, &d)
+	return d, err
+}
+
+// allowN is AllowN, writing the Decision to *d, which must be zero.
+func (l *Limiter) allowN(ctx context.Context, key string, cost int64, d *Decision) error {
 	if err := l.check(key, cost); err != nil {
-		return Decision{}, err
+		return err
 	}
 	var start time.Time
 	if l.observer != nil {
 		start = time.Now()
 	}
-	d, st, err := l.do(ctx, key, op{cost: cost})
+	st, err := l.do(ctx, key, op{cost: cost}, d)
 	if err != nil {
-		return l.failed(ctx, "AllowN", key, cost, start, st, err)
+		*d, err = l.failed(ctx, "AllowN", key, cost, start, st, err)
+		return err
 	}
 	if l.observer != nil {
-		l.observer.OnDecision(Event{Method: "AllowN", Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
+		l.observer.OnDecision(Event{Method: "AllowN", Key: key, Cost: cost, Decision: *d, Latency: time.Since(start),
 			StoreCalls: st.calls, Retries: st.retries, Cached: st.cached, DryRun: l.dryRun})
 	}
 	if l.dryRun && !d.Allowed {
 		d.Allowed, d.DryRun = true, true
 	}
-	return d, nil
+	return nil
 }
 
 // Refund gives n tokens back to every bucket of key, never above its
@@ -169,7 +183,8 @@ func (l *Limiter) Refund(ctx context.Context, key string, n int64) error {
 	if l.observer != nil {
 		start = time.Now()
 	}
-	_, st, err := l.do(ctx, key, op{cost: n, refund: true})
+	var d Decision
+	st, err := l.do(ctx, key, op{cost: n, refund: true}, &d)
 	if err != nil {
 		l.observeError("Refund", key, n, start, st, err)
 		if l.fallback != nil && fallsBack(ctx, err) {
@@ -217,6 +232,17 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	var start time.Time
 	if l.observer != nil {
 		start = time.Now()
+	}
+	if l.inPlace != nil {
+		st, now, err := l.peekLocal(ctx, key)
+		if err != nil {
+			return l.failed(ctx, "Peek", key, 0, start, stats{calls: 1}, err)
+		}
+		d := decide(l.rules, &st, now, 1, false)
+		if l.observer != nil {
+			l.observer.OnDecision(Event{Method: "Peek", Key: key, Decision: d, Latency: time.Since(start), StoreCalls: 1, DryRun: l.dryRun})
+		}
+		return d, nil
 	}
 	// What was read is cached only if no Reset came in between.
 	var gen uint64
@@ -388,17 +414,39 @@ func (l *Limiter) check(key string, cost int64) error {
 // decode turns a stored record into a state; an absent record, or one
 // written for other buckets, is a full bucket at now.
 func (l *Limiter) decode(storeKey string, rec storage.Record, now int64) (state, error) {
-	if rec.Version == 0 {
-		return fullState(l.rules, now), nil
-	}
-	st, err := decodeState(rec.Value, l.fp, l.rules)
-	if errors.Is(err, errOtherBuckets) {
-		return fullState(l.rules, now), nil
-	}
+	st, err := l.decodeRecord(rec, now)
 	if err != nil {
-		return st, fmt.Errorf("limiter: key %q: %w: %v", storeKey, storage.ErrCorrupt, err)
+		return st, l.corrupt(storeKey, err)
 	}
 	return st, nil
+}
+
+// decodeRecord is decode with the bare reason of a failure.
+func (l *Limiter) decodeRecord(rec storage.Record, now int64) (state, error) {
+	var st state
+	err := l.decodeInto(&st, rec, now)
+	return st, err
+}
+
+// decodeInto is decodeRecord into *st, which must be the zero state.
+func (l *Limiter) decodeInto(st *state, rec storage.Record, now int64) error {
+	if rec.Version != 0 {
+		err := decodeInto(st, rec.Value, l.fp, l.rules)
+		if err != errOtherBuckets {
+			return err
+		}
+		*st = state{}
+	}
+	st.at = now
+	for i, b := range l.rules {
+		st.levels[i].whole = b.Capacity
+	}
+	return nil
+}
+
+// corrupt is the error for the undecodable record of storeKey.
+func (l *Limiter) corrupt(storeKey string, reason error) error {
+	return fmt.Errorf("limiter: key %q: %w: %v", storeKey, storage.ErrCorrupt, reason)
 }
 
 // immediateRetries is how many lost compare-and-swaps are retried at once,

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math/big"
 	"testing"
 	"time"
@@ -27,13 +28,55 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
+// encodeV1 writes s in formatV1, which records written before formatV2
+// hold.
+func encodeV1(fp uint32, rules []Bucket, s *state) []byte {
+	dst := binary.BigEndian.AppendUint32([]byte{formatV1}, fp)
+	dst = binary.AppendVarint(dst, s.at)
+	for i := range rules {
+		dst = binary.AppendUvarint(dst, uint64(s.levels[i].whole))
+		dst = binary.AppendUvarint(dst, uint64(s.levels[i].frac))
+	}
+	return dst
+}
+
+// Records of the first format still decode, and are checked as closely.
+func TestDecodeStateV1(t *testing.T) {
+	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
+	fp := fingerprint(rules)
+	st := fullState(rules, -42)
+	st.levels[0] = level{whole: 2, frac: 123}
+	st.levels[1] = level{whole: 0, frac: int64(MaxPeriod) - 1}
+	rec := encodeV1(fp, rules, &st)
+	if got, err := decodeState(rec, fp, rules); err != nil || got != st {
+		t.Fatalf("decode(v1 %+v) = %+v, %v", st, got, err)
+	}
+	other := []Bucket{{Capacity: 6, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
+	if _, err := decodeState(rec, fingerprint(other), other); err != errOtherBuckets {
+		t.Errorf("v1 for other buckets: %v, want errOtherBuckets", err)
+	}
+	bad := st
+	bad.levels[0] = level{whole: 6}
+	for name, b := range map[string][]byte{
+		"trailing":  append(bytes.Clone(rec), 0),
+		"truncated": rec[:len(rec)-1],
+		"too many":  encodeV1(fp, rules, &bad),
+	} {
+		if _, err := decodeState(b, fp, rules); err == nil || err == errOtherBuckets {
+			t.Errorf("v1 %s: err = %v, want a decode error", name, err)
+		}
+	}
+}
+
 func TestDecodeStateRejects(t *testing.T) {
 	rules := []Bucket{{Capacity: 5, Period: 10}}
 	fp := fingerprint(rules)
 	good := encodeState(nil, fp, rules, &state{at: 7, levels: [MaxBuckets]level{{whole: 1, frac: 3}}})
 	for name, b := range map[string][]byte{
 		"empty":          {},
-		"unknown format": append([]byte{2}, good[1:]...),
+		"unknown format": append([]byte{9}, good[1:]...),
+		"short levels":   good[:len(good)-1],
+		"two buckets":    append(bytes.Clone(good), good[13:]...),
 		"text":           []byte("not a record"),
 		"short header":   good[:3],
 		"no levels":      good[:6],

@@ -46,6 +46,14 @@ func fullState(rules []Bucket, now int64) state {
 // the Decision. A state refilled without a take is the same state seen
 // later, so a caller may keep it.
 func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
+	var d Decision
+	decideTo(&d, rules, s, now, cost, take)
+	return d
+}
+
+// decideTo is decide, writing the Decision to *d, which must be zero: the
+// hot path passes it down instead of copying it up through every caller.
+func decideTo(d *Decision, rules []Bucket, s *state, now, cost int64, take bool) {
 	var elapsed uint64
 	if now > s.at {
 		elapsed = uint64(now) - uint64(s.at) // exact even when the difference overflows int64
@@ -58,7 +66,6 @@ func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
 			allowed = false
 		}
 	}
-	var d Decision
 	skew := durationBetween(now, s.at) // > 0 only when the clock went back
 	if allowed {
 		if take {
@@ -80,7 +87,6 @@ func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
 	d.Limit = rules[bind].Capacity
 	d.Remaining = s.levels[bind].whole
 	d.ResetAfter = addSat(skew, untilWhole(rules[bind], s.levels[bind], rules[bind].Capacity))
-	return d
 }
 
 // retention is how long s must be kept at now: until every bucket is full
@@ -96,6 +102,16 @@ func retention(rules []Bucket, s *state, now int64) time.Duration {
 	return addSat(addSat(durationBetween(now, s.at), full), time.Second)
 }
 
+// retentionAfter is retention(rules, s, now) for the state s that decided
+// d (with take or not): with one bucket, d.ResetAfter is already the wait
+// until it is full.
+func retentionAfter(rules []Bucket, s *state, now int64, d Decision) time.Duration {
+	if len(rules) == 1 {
+		return addSat(d.ResetAfter, time.Second)
+	}
+	return retention(rules, s, now)
+}
+
 // refill adds elapsed nanoseconds of refill to l.
 func refill(b Bucket, l level, elapsed uint64) level {
 	c, p := uint64(b.Capacity), uint64(b.Period)
@@ -105,6 +121,11 @@ func refill(b Bucket, l level, elapsed uint64) level {
 	hi, lo := bits.Mul64(elapsed, c) // < 2^98
 	lo, carry := bits.Add64(lo, uint64(l.frac), 0)
 	hi += carry
+	if hi == 0 && lo < p {
+		// Less than a token refilled: no division. Busy keys mostly take
+		// this way.
+		return level{whole: l.whole, frac: int64(lo)}
+	}
 	add, rem := bits.Div64(hi, lo, p) // quotient <= Capacity: no overflow
 	if uint64(l.whole)+add >= c {
 		return level{whole: b.Capacity}

@@ -221,3 +221,33 @@ func advanced(rules []Bucket, st state, now, cost int64, take bool) (state, Deci
 	d := decide(rules, &st, now, cost, take)
 	return st, d
 }
+
+// retentionAfter takes its shortcut only where it equals retention: one
+// bucket, random levels, times (the clock going back included) and costs.
+func TestRetentionAfter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	for trial := range 20000 {
+		b := Bucket{Capacity: 1 + rng.Int64N(1000), Period: time.Duration(1 + rng.Int64N(int64(time.Hour)))}
+		if trial%3 == 0 {
+			b = Bucket{Capacity: 1 + rng.Int64N(MaxCapacity), Period: time.Duration(1 + rng.Int64N(int64(MaxPeriod)))}
+		}
+		rules := []Bucket{b}
+		st := fullState(rules, rng.Int64N(1<<40))
+		if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
+			st.levels[0] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
+		}
+		now := st.at + rng.Int64N(int64(b.Period)) - int64(b.Period)/4
+		cost := 1 + rng.Int64N(b.Capacity)
+		take := rng.IntN(2) == 0
+		d := decide(rules, &st, now, cost, take)
+		if got, want := retentionAfter(rules, &st, now, d), retention(rules, &st, now); got != want {
+			t.Fatalf("trial %d: %v state %+v now %d cost %d take %v: retentionAfter %v, retention %v", trial, b, st, now, cost, take, got, want)
+		}
+	}
+	two := []Bucket{{Capacity: 4, Period: 8 * time.Second}, {Capacity: 100, Period: time.Hour}}
+	st := fullState(two, 0)
+	d := decide(two, &st, 0, 4, true)
+	if got, want := retentionAfter(two, &st, 0, d), retention(two, &st, 0); got != want {
+		t.Errorf("two buckets: retentionAfter %v, retention %v", got, want)
+	}
+}

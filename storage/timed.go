@@ -23,17 +23,37 @@ type TimedStore interface {
 	CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (rec Record, swapped bool, now time.Time, err error)
 }
 
-// InPlaceStore is an optional interface for stores whose operations
-// complete on the calling goroutine without I/O, such as the memory
-// driver. The limiter then holds its per-key lock across the call instead
-// of queueing callers behind a store call in flight, and decides without
-// allocating.
+// InPlaceStore is an optional interface for stores that keep their
+// records in the calling process and never block on I/O, such as the
+// memory driver. Instead of a compare-and-swap, the limiter holds the
+// key's record, computes the next state and commits it, all under the
+// store's own lock: one lookup, no conflicts, no allocation.
 type InPlaceStore interface {
 	Store
-	// CompareAndSwapInPlace is CompareAndSwap for a caller that does not
-	// need the stored value back. On success it returns the new version
-	// and a zero current Record; on conflict, the current record, as
-	// CompareAndSwap does. Since a value written this way is never handed
-	// out, the store may later overwrite its memory in place.
-	CompareAndSwapInPlace(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (version uint64, current Record, swapped bool, err error)
+	// Hold locks the record stored under the key prefix+key (passed in
+	// two parts so that the caller need not build the string) and
+	// returns it held, or an error, with nothing held, if ctx is done or
+	// the store is closed. The holder must end the hold with exactly one
+	// call of Commit or Release, soon and without blocking in between:
+	// other keys may wait on the same lock.
+	Hold(ctx context.Context, prefix, key string) (Held, error)
+}
+
+// Held is a record locked by InPlaceStore.Hold. Its methods are valid only
+// until the hold ends.
+type Held interface {
+	// Record returns the held record: Version 0 if the key is absent or
+	// expired. Its Value must not be modified.
+	Record() Record
+	// Now returns the store's clock, read when the hold began, in Unix
+	// nanoseconds. It is the clock the store expires records by.
+	Now() int64
+	// Buffer returns an empty slice owned by the store, which the holder
+	// may use to build the value it commits.
+	Buffer() []byte
+	// Commit stores a copy of value under the key, to expire ttl after
+	// Now, with a new version, which it returns, and ends the hold.
+	Commit(value []byte, ttl time.Duration) uint64
+	// Release ends the hold without writing.
+	Release()
 }

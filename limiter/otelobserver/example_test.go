@@ -69,7 +69,7 @@ func Example() {
 	}
 	// Output:
 	// sluice.decision.duration{sluice.cached=false,sluice.fallback=false,sluice.limiter.name=login,sluice.method=AllowN,sluice.outcome=allowed} count 3
-	// sluice.decision.duration{sluice.cached=true,sluice.fallback=false,sluice.limiter.name=login,sluice.method=AllowN,sluice.outcome=denied} count 2
+	// sluice.decision.duration{sluice.cached=false,sluice.fallback=false,sluice.limiter.name=login,sluice.method=AllowN,sluice.outcome=denied} count 2
 	// sluice.decisions{sluice.cached=false,sluice.fallback=false,sluice.limiter.name=login,sluice.method=AllowN,sluice.outcome=allowed} 3
-	// sluice.decisions{sluice.cached=true,sluice.fallback=false,sluice.limiter.name=login,sluice.method=AllowN,sluice.outcome=denied} 2
+	// sluice.decisions{sluice.cached=false,sluice.fallback=false,sluice.limiter.name=login,sluice.method=AllowN,sluice.outcome=denied} 2
 }

@@ -47,11 +47,15 @@ func newLimiter(t *testing.T, store storage.Store, opts ...limiter.Option) (*lim
 	return lim, clock
 }
 
-func newMemory(t *testing.T) *memory.Store {
+// newMemory returns a memory store seen as a plain storage.Store, as a
+// networked store is: the limiter then caches records and denies from the
+// cache, which the cached attribute reports. (On the memory store itself
+// the limiter decides in the store, with no cache.)
+func newMemory(t *testing.T) storage.Store {
 	t.Helper()
 	store := memory.New()
 	t.Cleanup(func() { _ = store.Close() })
-	return store
+	return struct{ storage.Store }{store}
 }
 
 // points is what one instrument reported: a value per attribute set,

@@ -39,9 +39,19 @@
 // lock held only for a map lookup and store, so goroutines that use
 // different keys rarely wait for each other. Get allocates nothing;
 // CompareAndSwap allocates only the copy of the value it stores. The
-// limiter uses CompareAndSwapInPlace (storage.InPlaceStore), which hands
-// no value back and so may overwrite the memory of the value it replaces:
-// a warm key's decision allocates nothing.
+// limiter does not compare-and-swap here: it holds the key's record under
+// the shard's lock (Hold, storage.InPlaceStore), decides and commits, with
+// one map lookup and one clock read, and no conflict to retry. A commit
+// hands no value back, so it may overwrite the memory of the value it
+// replaces: a warm key's decision allocates nothing.
+//
+// # Clock
+//
+// Expiry runs on the monotonic clock. A hold also reports the store's
+// time (Held.Now) as the wall clock when the store was made advanced by
+// the monotonic clock since; a limiter on the system clock decides on
+// that time, so that every limiter on one store agrees and a wall clock
+// step changes nothing.
 //
 // # Errors
 //

@@ -88,6 +88,7 @@ func New(opts ...Option) *Store {
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*entry)
+		s.shards[i].base = s.start.UnixNano()
 	}
 	start := s.start
 	now := func() int64 { return int64(time.Since(start)) }
@@ -139,33 +140,67 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // record stored afterwards; on conflict that is the current one (Version 0
 // if absent), whose Value must not be modified. value is not retained.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
-	version, cur, swapped, err := s.swap(ctx, key, expected, value, ttl, false)
+	version, cur, swapped, err := s.swap(ctx, key, expected, value, ttl)
 	if !swapped || err != nil {
 		return cur, false, err
 	}
 	return storage.Record{Value: cur.Value, Version: version}, true, nil
 }
 
-// CompareAndSwapInPlace is CompareAndSwap without the stored value in the
-// reply (see storage.InPlaceStore), which lets the store reuse the memory
-// of the value it replaces: the limiter's steady state allocates nothing.
-func (s *Store) CompareAndSwapInPlace(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (uint64, storage.Record, bool, error) {
-	return s.swap(ctx, key, expected, value, ttl, true)
+// Hold locks the shard of key prefix+key and returns it as the held
+// record (see storage.InPlaceStore). The limiter decides under this hold:
+// one map lookup, and no allocation once the key exists. Its Now is the
+// store's clock: the wall clock when the store was made, advanced by the
+// monotonic clock since, the clock records expire by.
+func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// The whole key is built on the stack when it fits, else in the
+	// shard's buffer under its lock, and hashed as Get would hash it.
+	var small [holdKeySize]byte
+	var sh *shard
+	if len(prefix)+len(key) <= len(small) {
+		k := append(append(small[:0], prefix...), key...)
+		sh = &s.shards[maphash.Bytes(s.seed, k)&s.mask]
+		sh.mu.Lock()
+		if sh.m != nil {
+			if sh.held = sh.m[string(k)]; sh.held == nil {
+				sh.key = append(sh.key[:0], k...) // for Commit to insert
+			}
+		}
+	} else {
+		var h maphash.Hash
+		h.SetSeed(s.seed)
+		h.WriteString(prefix)
+		h.WriteString(key)
+		sh = &s.shards[h.Sum64()&s.mask]
+		sh.mu.Lock()
+		if sh.m != nil {
+			sh.key = append(append(sh.key[:0], prefix...), key...)
+			sh.held = sh.m[string(sh.key)]
+		}
+	}
+	if sh.m == nil {
+		sh.mu.Unlock()
+		return nil, errClosed("hold", prefix+key)
+	}
+	sh.now = s.now()
+	return sh, nil
 }
 
-// swap is both compare-and-swaps. On success it returns the new version
-// and, unless inPlace, the stored value in the record; on conflict, the
-// current record.
-func (s *Store) swap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration, inPlace bool) (uint64, storage.Record, bool, error) {
+// holdKeySize is the longest key Hold builds on the stack.
+const holdKeySize = 128
+
+// swap is the compare-and-swap. On success it returns the new version and
+// the stored value in the record; on conflict, the current record.
+func (s *Store) swap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (uint64, storage.Record, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, storage.Record{}, false, err
 	}
 	sh := s.shard(key)
 	now := s.now()
-	expires := now + int64(ttl)
-	if ttl > 0 && expires < now {
-		expires = math.MaxInt64
-	}
+	expires := expiry(now, ttl)
 	sh.mu.Lock()
 	if sh.m == nil {
 		sh.mu.Unlock()
@@ -190,21 +225,22 @@ func (s *Store) swap(ctx context.Context, key string, expected uint64, value []b
 			sh.peak = n
 		}
 	}
-	if inPlace && !e.shared && cap(e.value) >= len(value) {
-		e.value = e.value[:len(value)]
-	} else {
-		e.value = make([]byte, len(value))
-	}
+	e.value = make([]byte, len(value))
 	copy(e.value, value)
 	sh.version++
-	e.version, e.expires, e.shared = sh.version, expires, !inPlace
-	version := e.version
-	var stored storage.Record
-	if !inPlace {
-		stored.Value = e.value
-	}
+	e.version, e.expires, e.shared = sh.version, expires, true
+	version, stored := e.version, storage.Record{Value: e.value}
 	sh.mu.Unlock()
 	return version, stored, true, nil
+}
+
+// expiry is the time ttl after now, saturated.
+func expiry(now int64, ttl time.Duration) int64 {
+	expires := now + int64(ttl)
+	if ttl > 0 && expires < now {
+		expires = math.MaxInt64
+	}
+	return expires
 }
 
 // Delete removes key; an absent key is not an error.

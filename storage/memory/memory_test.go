@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -383,36 +384,195 @@ func BenchmarkCompareAndSwapParallel(b *testing.B) {
 	})
 }
 
-// TestInPlaceNeverChangesHandedOutValues: CompareAndSwapInPlace reuses a
-// value's memory only while no Get or CompareAndSwap has handed it out.
-func TestInPlaceNeverChangesHandedOutValues(t *testing.T) {
+// commit holds prefix+key and commits value.
+func commit(t *testing.T, s *memory.Store, prefix, key, value string, ttl time.Duration) uint64 {
+	t.Helper()
+	h, err := s.Hold(context.Background(), prefix, key)
+	if err != nil {
+		t.Fatalf("Hold(%q, %q): %v", prefix, key, err)
+	}
+	return h.Commit(append(h.Buffer(), value...), ttl)
+}
+
+// TestHoldNeverChangesHandedOutValues: Commit reuses a value's memory only
+// while no Get or CompareAndSwap has handed it out.
+func TestHoldNeverChangesHandedOutValues(t *testing.T) {
 	s := memory.New()
 	defer s.Close()
 	ctx := context.Background()
-	v1, _, ok, err := s.CompareAndSwapInPlace(ctx, "k", 0, []byte("first"), time.Hour)
-	if err != nil || !ok {
-		t.Fatalf("insert: %v, %v", ok, err)
-	}
-	rec, err := s.Get(ctx, "k")
+	v1 := commit(t, s, "p:", "k", "first", time.Hour)
+	rec, err := s.Get(ctx, "p:k")
 	if err != nil || string(rec.Value) != "first" || rec.Version != v1 {
 		t.Fatalf("Get = %q v%d, %v; want first v%d", rec.Value, rec.Version, err, v1)
 	}
-	v2, _, ok, err := s.CompareAndSwapInPlace(ctx, "k", v1, []byte("again"), time.Hour)
-	if err != nil || !ok || v2 <= v1 {
-		t.Fatalf("swap: v%d %v, %v", v2, ok, err)
+	v2 := commit(t, s, "p:", "k", "again", time.Hour)
+	if v2 <= v1 {
+		t.Fatalf("versions %d then %d", v1, v2)
 	}
 	if string(rec.Value) != "first" {
 		t.Errorf("a value handed out by Get changed to %q", rec.Value)
 	}
-	// Stale version: a conflict returns the current record.
-	_, cur, ok, err := s.CompareAndSwapInPlace(ctx, "k", v1, []byte("stale"), time.Hour)
+	cur, ok, err := s.CompareAndSwap(ctx, "p:k", v1, []byte("stale"), time.Hour)
 	if err != nil || ok || cur.Version != v2 || string(cur.Value) != "again" {
-		t.Errorf("stale swap: %v %+v, %v; want conflict with v%d again", ok, cur, err, v2)
+		t.Fatalf("stale swap: %+v, %v; want conflict with v%d again", cur, err, v2)
 	}
-	if _, _, ok, _ := s.CompareAndSwapInPlace(ctx, "k", v2, []byte("third"), time.Hour); !ok {
-		t.Fatal("swap after conflict failed")
-	}
+	commit(t, s, "p:", "k", "third", time.Hour)
 	if string(cur.Value) != "again" {
 		t.Errorf("a value handed out on conflict changed to %q", cur.Value)
+	}
+}
+
+// TestHold: a hold sees what the Store methods wrote under the whole key,
+// and they see its commits; Release writes nothing; versions grow.
+func TestHold(t *testing.T) {
+	s := memory.New()
+	defer s.Close()
+	ctx := context.Background()
+	h, err := s.Hold(ctx, "ns:", "user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := h.Record(); rec.Version != 0 || rec.Value != nil {
+		t.Errorf("absent key held as %+v", rec)
+	}
+	h.Release()
+	if rec, _ := s.Get(ctx, "ns:user"); rec.Version != 0 {
+		t.Fatalf("Release wrote %+v", rec)
+	}
+
+	rec, ok, err := s.CompareAndSwap(ctx, "ns:user", 0, []byte("v1"), time.Hour)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	// Any split of the same key is the same record.
+	for _, split := range [][2]string{{"ns:", "user"}, {"", "ns:user"}, {"ns:user", ""}, {"n", "s:user"}} {
+		h, err := s.Hold(ctx, split[0], split[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.Record(); got.Version != rec.Version || string(got.Value) != "v1" {
+			t.Errorf("Hold(%q, %q) = %+v, want v%d v1", split[0], split[1], got, rec.Version)
+		}
+		h.Release()
+	}
+	v := commit(t, s, "ns:", "user", "v2", time.Hour)
+	if v <= rec.Version {
+		t.Errorf("Commit gave version %d after %d", v, rec.Version)
+	}
+	if got, _ := s.Get(ctx, "ns:user"); got.Version != v || string(got.Value) != "v2" {
+		t.Errorf("Get after Commit = %+v, want v%d v2", got, v)
+	}
+	if _, ok, _ := s.CompareAndSwap(ctx, "ns:user", rec.Version, []byte("x"), time.Hour); ok {
+		t.Error("a compare-and-swap on the version before the commit succeeded")
+	}
+
+	// Keys longer than any internal buffer work the same.
+	long := strings.Repeat("k", 3000)
+	commit(t, s, "ns:", long, "long", time.Hour)
+	if got, _ := s.Get(ctx, "ns:"+long); string(got.Value) != "long" {
+		t.Errorf("long key: %+v", got)
+	}
+}
+
+// TestHoldExpiry: a committed record expires after its ttl on the store's
+// clock, and Now is the wall clock give or take the time since New.
+func TestHoldExpiry(t *testing.T) {
+	s := memory.New()
+	defer s.Close()
+	ctx := context.Background()
+	before := time.Now().UnixNano()
+	h, err := s.Hold(ctx, "", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := h.Now()
+	h.Commit([]byte("v"), 20*time.Millisecond)
+	after := time.Now().UnixNano()
+	if now < before-int64(time.Second) || now > after+int64(time.Second) {
+		t.Errorf("Now = %d, outside [%d, %d] by more than a second", now, before, after)
+	}
+	time.Sleep(40 * time.Millisecond)
+	h, _ = s.Hold(ctx, "", "k")
+	if rec := h.Record(); rec.Version != 0 {
+		t.Errorf("expired record held as %+v", rec)
+	}
+	if h.Now() <= now {
+		t.Errorf("Now went from %d to %d", now, h.Now())
+	}
+	h.Release()
+	if rec, _ := s.Get(ctx, "k"); rec.Version != 0 {
+		t.Errorf("expired record read as %+v", rec)
+	}
+}
+
+// TestHoldErrors: a done context and a closed store hold nothing.
+func TestHoldErrors(t *testing.T) {
+	s := memory.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Hold(ctx, "p:", "k"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Hold with a cancelled context: %v", err)
+	}
+	s.Close()
+	if _, err := s.Hold(context.Background(), "p:", "k"); !errors.Is(err, storage.ErrClosed) || !strings.Contains(err.Error(), `"p:k"`) {
+		t.Errorf("Hold after Close: %v, want storage.ErrClosed naming the key", err)
+	}
+}
+
+// TestHoldConcurrent: holds exclude each other, so read-increment-commit
+// under a hold loses no update.
+func TestHoldConcurrent(t *testing.T) {
+	s := memory.New(memory.WithShards(2))
+	defer s.Close()
+	ctx := context.Background()
+	const goroutines, each = 16, 500
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				key := "k" + strconv.Itoa((g+i)%3)
+				h, err := s.Hold(ctx, "c:", key)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := 0
+				if rec := h.Record(); rec.Version != 0 {
+					n, _ = strconv.Atoi(string(rec.Value))
+				}
+				h.Commit(strconv.AppendInt(h.Buffer(), int64(n+1), 10), time.Hour)
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range 3 {
+		rec, _ := s.Get(ctx, "c:k"+strconv.Itoa(i))
+		n, _ := strconv.Atoi(string(rec.Value))
+		total += n
+	}
+	if total != goroutines*each {
+		t.Errorf("counted %d increments, want %d", total, goroutines*each)
+	}
+}
+
+// TestHoldAllocations: once a key exists, a hold and commit allocate
+// nothing.
+func TestHoldAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	s := memory.New()
+	defer s.Close()
+	ctx := context.Background()
+	commit(t, s, "prefix:", "key", "value", time.Hour)
+	allocs := testing.AllocsPerRun(1000, func() {
+		h, _ := s.Hold(ctx, "prefix:", "key")
+		h.Commit(append(h.Buffer(), "value"...), time.Hour)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hold and commit, want 0", allocs)
 	}
 }

@@ -3,6 +3,8 @@ package memory
 import (
 	"sync"
 	"time"
+
+	"github.com/sluice-go/sluice/storage"
 )
 
 const (
@@ -22,8 +24,8 @@ const (
 
 // entry is one stored record. A value that was handed out (by Get or
 // CompareAndSwap) is never modified again: shared marks it, and the next
-// swap stores a new slice. Only CompareAndSwapInPlace, which hands
-// nothing out, overwrites an unshared value.
+// swap stores a new slice. Only Commit, which hands nothing out,
+// overwrites an unshared value.
 type entry struct {
 	value   []byte
 	version uint64
@@ -44,9 +46,79 @@ type shard struct {
 	version uint64
 	// peak is the largest len(m) since m was made.
 	peak int
+	// base is the store's start in Unix nanoseconds: Now adds it to the
+	// monotonic time since then.
+	base int64
 
-	_ [128 - 32]byte // keep neighbouring shards' locks off one cache line pair
+	// The hold in progress (see Store.Hold), valid while mu is held by
+	// its holder: the key, its entry (nil if absent) and the time the
+	// hold began, on the store's monotonic clock.
+	key  []byte
+	held *entry
+	now  int64
+	// buf is the buffer Buffer hands to holders.
+	buf []byte
+
+	_ [128 - 104]byte // keep neighbouring shards' locks off one cache line pair
 }
+
+// Record, Now, Buffer, Commit and Release make a held shard a
+// storage.Held (see Store.Hold).
+
+// Record returns the held record, Version 0 if absent or expired.
+func (sh *shard) Record() storage.Record {
+	e := sh.held
+	if e == nil || e.expires <= sh.now {
+		return storage.Record{}
+	}
+	return storage.Record{Value: e.value, Version: e.version}
+}
+
+// Now returns the time the hold began, in Unix nanoseconds.
+func (sh *shard) Now() int64 { return sh.base + sh.now }
+
+// Buffer returns the shard's scratch buffer, empty.
+func (sh *shard) Buffer() []byte {
+	if sh.buf == nil {
+		sh.buf = make([]byte, 0, holdBufferSize)
+	}
+	return sh.buf[:0]
+}
+
+// Commit stores a copy of value for the held key and releases the shard.
+// The memory of the value it replaces is reused unless it was handed out.
+func (sh *shard) Commit(value []byte, ttl time.Duration) uint64 {
+	e := sh.held
+	if e == nil {
+		e = &entry{}
+		sh.m[string(sh.key)] = e
+		if n := len(sh.m); n > sh.peak {
+			sh.peak = n
+		}
+	}
+	if !e.shared && cap(e.value) >= len(value) {
+		e.value = e.value[:len(value)]
+	} else {
+		e.value = make([]byte, len(value))
+	}
+	copy(e.value, value)
+	sh.version++
+	e.version, e.expires, e.shared = sh.version, expiry(sh.now, ttl), false
+	v := e.version
+	sh.held = nil
+	sh.mu.Unlock()
+	return v
+}
+
+// Release releases the shard without writing.
+func (sh *shard) Release() {
+	sh.held = nil
+	sh.mu.Unlock()
+}
+
+// holdBufferSize is the capacity of the buffer handed to holders: more
+// than the limiter's largest record.
+const holdBufferSize = 256
 
 // sweep removes the expired entries of the shard, a chunk at a time, then
 // rebuilds the map if it has shrunk far below its peak. It reports false if
