@@ -34,14 +34,16 @@ type Limiter struct {
 	timed    storage.TimedStore   // set with WithStoreClock
 	inPlace  storage.InPlaceStore // an in-process store, decided under its hold on the key
 	storeNow bool                 // decide on inPlace's clock: no clock was given
-	rules    []Bucket             // canonical order: by Period, then Capacity
-	fp       uint32
-	prefix   string // name + ":"
-	clock    Clock
-	cache    *cache
-	observer Observer
-	dryRun   bool
-	fallback *Limiter
+	// minCapacity is the smallest Capacity: no cost above it can pass.
+	minCapacity int64
+	rules       []Bucket // canonical order: by Period, then Capacity
+	fp          uint32
+	prefix      string // name + ":"
+	clock       Clock
+	cache       *cache
+	observer    Observer
+	dryRun      bool
+	fallback    *Limiter
 
 	offset      atomic.Int64 // store clock minus local clock, in ns
 	offsetKnown atomic.Bool
@@ -103,6 +105,10 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		observer: cfg.observer,
 		dryRun:   cfg.dryRun,
 		fallback: cfg.fallback,
+	}
+	l.minCapacity = rules[0].Capacity
+	for _, b := range rules {
+		l.minCapacity = min(l.minCapacity, b.Capacity)
 	}
 	if cfg.storeClock {
 		timed, ok := store.(storage.TimedStore)
@@ -402,6 +408,9 @@ func (l *Limiter) check(key string, cost int64) error {
 	}
 	if cost <= 0 {
 		return fmt.Errorf("%w: %d", ErrInvalidCost, cost)
+	}
+	if cost <= l.minCapacity {
+		return nil
 	}
 	for _, b := range l.rules {
 		if cost > b.Capacity {

@@ -156,6 +156,10 @@ func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// The clock is read before the lock, to keep the lock short. A holder
+	// that then finds a later time stored sees no refill, as if its clock
+	// lagged; a record that expires meanwhile is still held live.
+	now := s.now()
 	// The whole key is built on the stack when it fits, else in the
 	// shard's buffer under its lock, and hashed as Get would hash it.
 	var small [holdKeySize]byte
@@ -185,7 +189,7 @@ func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, err
 		sh.mu.Unlock()
 		return nil, errClosed("hold", prefix+key)
 	}
-	sh.now = s.now()
+	sh.now = now
 	return sh, nil
 }
 

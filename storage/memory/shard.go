@@ -31,7 +31,14 @@ type entry struct {
 	version uint64
 	expires int64 // on the store's monotonic clock (see Store.now)
 	shared  bool
+	// inline holds a small value that Commit wrote, so that the entry and
+	// its value share cache lines and one allocation.
+	inline [inlineSize]byte
 }
+
+// inlineSize is the largest value kept inside its entry: a one-bucket
+// limiter record (29 bytes), with room to spare.
+const inlineSize = 40
 
 // shard is one lock and the part of the key space that hashes to it.
 type shard struct {
@@ -96,9 +103,12 @@ func (sh *shard) Commit(value []byte, ttl time.Duration) uint64 {
 			sh.peak = n
 		}
 	}
-	if !e.shared && cap(e.value) >= len(value) {
+	switch {
+	case !e.shared && cap(e.value) >= len(value):
 		e.value = e.value[:len(value)]
-	} else {
+	case e.value == nil && len(value) <= inlineSize:
+		e.value = e.inline[:len(value):len(value)]
+	default:
 		e.value = make([]byte, len(value))
 	}
 	copy(e.value, value)
