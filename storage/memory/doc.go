@@ -1,5 +1,5 @@
-// Package memory is the in-process storage driver: a sharded map with
-// expiry, for a limiter that runs in one process.
+// Package memory is the in-process storage driver: a concurrent map of
+// records with expiry, for a limiter that runs in one process.
 //
 //	store := memory.New()
 //	defer store.Close()
@@ -17,33 +17,32 @@
 // neither expire records early nor keep them late. An expired record
 // reads as absent at once, from Get and CompareAndSwap alike; its memory
 // is reclaimed by the janitor, a goroutine that sweeps the store every
-// second (see WithSweepInterval) a few hundred entries at a time, so that
-// it never holds a lock for long. Go maps never give memory back, so the
-// janitor also rebuilds a shard's map once it holds less than a quarter of
-// its peak: a burst of a million keys touched once costs memory only until
-// their time to live has passed. Close stops the janitor; a Store dropped
-// without Close has its janitor stopped once the garbage collector finds
-// it unreachable.
+// second (see WithSweepInterval), locking one record at a time, so a burst
+// of a million keys touched once costs memory only until their time to
+// live has passed (about 300 bytes a key meanwhile). Close stops the
+// janitor; a Store dropped without Close has its janitor stopped once the
+// garbage collector finds it unreachable.
 //
 // # Versions
 //
-// Versions come from a counter per shard, and a key always lives in the
-// same shard, so a key's versions grow with every write, also across
-// Delete and expiry, as package storage requires; different keys may
-// share a version.
+// Each record counts its own writes, and a key written again after its
+// record was removed (Delete, or the janitor after expiry) starts above
+// the highest version ever removed from the store, so a key's versions
+// grow with every write, also across Delete and expiry, as package
+// storage requires; different keys may share a version.
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Keys are spread over shards (64 by
-// default, see WithShards) by a hash seeded per store, each with its own
-// lock held only for a map lookup and store, so goroutines that use
-// different keys rarely wait for each other. Get allocates nothing;
-// CompareAndSwap allocates only the copy of the value it stores. The
-// limiter does not compare-and-swap here: it holds the key's record under
-// the shard's lock (Hold, storage.InPlaceStore), decides and commits, with
-// one map lookup and one clock read, and no conflict to retry. A commit
-// hands no value back, so it may overwrite the memory of the value it
-// replaces: a warm key's decision allocates nothing.
+// A Store is safe for concurrent use. Records are found in a sync.Map,
+// which takes no lock to read, and each record has its own lock, held only
+// while it is read or written: goroutines that use different keys never
+// wait for each other, and the cores they run on do not pass a shared
+// lock around. Get allocates nothing; CompareAndSwap allocates only the
+// copy of the value it stores. The limiter does not compare-and-swap
+// here: it holds the key's record (Hold, storage.InPlaceStore), decides
+// and commits, with one lookup and one clock read, and no conflict to
+// retry. A commit hands no value back, so it may overwrite the memory of
+// the value it replaces: a warm key's decision allocates nothing.
 //
 // # Clock
 //

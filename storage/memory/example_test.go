@@ -34,10 +34,10 @@ func Example() {
 	// 0
 }
 
-// New with options: more shards for many busy goroutines, and a slower
-// janitor for a store whose records mostly live long.
+// New with an option: a slower janitor for a store whose records mostly
+// live long.
 func ExampleNew() {
-	store := memory.New(memory.WithShards(256), memory.WithSweepInterval(10*time.Second))
+	store := memory.New(memory.WithSweepInterval(10 * time.Second))
 	defer store.Close()
 	ctx := context.Background()
 	for _, key := range []string{"a", "b", "c"} {

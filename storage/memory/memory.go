@@ -3,35 +3,33 @@ package memory
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"math"
-	"math/bits"
 	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/sluice-go/sluice/storage"
 )
 
-const (
-	defaultShards        = 64
-	maxShards            = 1 << 16
-	defaultSweepInterval = time.Second
-)
+const defaultSweepInterval = time.Second
 
 // Option configures a Store built by New.
 type Option func(*config)
 
 type config struct {
-	shards     int
 	sweepEvery time.Duration
 }
 
-// WithShards sets how many independently locked parts the key space is
-// split into; more shards mean less contention between goroutines that
-// use different keys. n is rounded up to a power of two and capped at
-// 65536. The default is 64; zero or a negative n means the default.
+// WithShards used to set how many locked parts the key space was split
+// into.
+//
+// Deprecated: each key now has its own lock and the index is read without
+// one, so there are no shards to size. The option is accepted and ignored.
 func WithShards(n int) Option {
-	return func(c *config) { c.shards = n }
+	return func(*config) {}
 }
 
 // WithSweepInterval sets how often the janitor removes expired records.
@@ -44,14 +42,26 @@ func WithSweepInterval(d time.Duration) Option {
 	return func(c *config) { c.sweepEvery = d }
 }
 
-// Store is an in-process storage.Store: a sharded map with expiry. Make one
-// with New and release it with Close. It is safe for concurrent use.
+// Store is an in-process storage.Store: a concurrent map of records, each
+// with its own lock, and expiry. Make one with New and release it with
+// Close. It is safe for concurrent use.
 type Store struct {
-	shards []shard
-	mask   uint64
-	seed   maphash.Seed
-	start  time.Time // monotonic base of every expiry
-	jan    *janitor
+	t     *table
+	start time.Time // monotonic base of every expiry
+	jan   *janitor
+}
+
+// table is what the janitor shares with the Store: it must not reference
+// the Store, so that a Store dropped without Close can be collected.
+type table struct {
+	m sync.Map // string -> *entry
+	// removed is the highest version of any entry taken out of m: a new
+	// entry starts above it, so a key's versions grow across Delete and
+	// expiry.
+	removed atomic.Uint64
+	count   atomic.Int64 // entries in m
+	closed  atomic.Bool
+	base    int64 // the store's start, Unix nanoseconds
 }
 
 var _ storage.InPlaceStore = (*Store)(nil)
@@ -65,36 +75,20 @@ func New(opts ...Option) *Store {
 			o(&c)
 		}
 	}
-	n := c.shards
-	switch {
-	case n <= 0:
-		n = defaultShards
-	case n > maxShards:
-		n = maxShards
-	default:
-		n = 1 << bits.Len(uint(n-1))
-	}
 	every := c.sweepEvery
 	if every <= 0 {
 		every = defaultSweepInterval
 	}
-
+	start := time.Now()
 	s := &Store{
-		shards: make([]shard, n),
-		mask:   uint64(n - 1),
-		seed:   maphash.MakeSeed(),
-		start:  time.Now(),
-		jan:    &janitor{every: every, stop: make(chan struct{}), done: make(chan struct{})},
+		t:     &table{base: start.UnixNano()},
+		start: start,
+		jan:   &janitor{every: every, stop: make(chan struct{}), done: make(chan struct{})},
 	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[string]*entry)
-		s.shards[i].base = s.start.UnixNano()
-	}
-	start := s.start
 	now := func() int64 { return int64(time.Since(start)) }
-	go s.jan.run(s.shards, now)
+	go s.jan.run(s.t, now)
 	// A Store dropped without Close must not keep its janitor (and with it
-	// every shard) alive forever.
+	// every record) alive forever.
 	runtime.AddCleanup(s, (*janitor).halt, s.jan)
 	return s
 }
@@ -106,8 +100,46 @@ func (s *Store) now() int64 {
 	return int64(time.Since(s.start))
 }
 
-func (s *Store) shard(key string) *shard {
-	return &s.shards[maphash.String(s.seed, key)&s.mask]
+// find returns the entry of key, locked and in the map, or nil if there
+// is none and create is false. A created entry holds no record.
+func (t *table) find(key string, create bool) *entry {
+	for {
+		v, ok := t.m.Load(key)
+		if !ok {
+			if !create {
+				return nil
+			}
+			// Read after the miss: every entry removed before it is
+			// counted in removed.
+			fresh := &entry{version: t.removed.Load(), base: t.base}
+			var loaded bool
+			// The key may point into the caller's buffer: the map keeps
+			// a copy.
+			if v, loaded = t.m.LoadOrStore(strings.Clone(key), fresh); !loaded {
+				t.count.Add(1)
+			}
+		}
+		e := v.(*entry)
+		e.mu.Lock()
+		if !e.dead {
+			return e
+		}
+		e.mu.Unlock() // removed meanwhile: look again
+	}
+}
+
+// remove takes e, locked, out of the map.
+func (t *table) remove(key string, e *entry) {
+	e.dead = true
+	for {
+		old := t.removed.Load()
+		if e.version <= old || t.removed.CompareAndSwap(old, e.version) {
+			break
+		}
+	}
+	if t.m.CompareAndDelete(key, e) {
+		t.count.Add(-1)
+	}
 }
 
 // Get returns the record stored under key, or Version 0 if it is absent or
@@ -117,22 +149,20 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return storage.Record{}, err
 	}
-	sh := s.shard(key)
-	sh.mu.Lock()
-	if sh.m == nil {
-		sh.mu.Unlock()
+	if s.t.closed.Load() {
 		return storage.Record{}, errClosed("get", key)
 	}
-	e := sh.m[key]
-	// The clock is read only for a record found.
-	if e == nil || e.expires <= s.now() {
-		sh.mu.Unlock()
+	now := s.now()
+	e := s.t.find(key, false)
+	if e == nil {
+		return storage.Record{}, nil
+	}
+	defer e.mu.Unlock()
+	if e.expires <= now {
 		return storage.Record{}, nil
 	}
 	e.shared = true
-	rec := storage.Record{Value: e.value, Version: e.version}
-	sh.mu.Unlock()
-	return rec, nil
+	return storage.Record{Value: e.value, Version: e.version}, nil
 }
 
 // CompareAndSwap stores a copy of value under key, to expire after ttl, iff
@@ -140,103 +170,66 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // record stored afterwards; on conflict that is the current one (Version 0
 // if absent), whose Value must not be modified. value is not retained.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
-	version, cur, swapped, err := s.swap(ctx, key, expected, value, ttl)
-	if !swapped || err != nil {
-		return cur, false, err
+	if err := ctx.Err(); err != nil {
+		return storage.Record{}, false, err
 	}
-	return storage.Record{Value: cur.Value, Version: version}, true, nil
+	if s.t.closed.Load() {
+		return storage.Record{}, false, errClosed("cas", key)
+	}
+	now := s.now()
+	e := s.t.find(key, expected == 0)
+	if e == nil {
+		return storage.Record{}, false, nil // absent, and a version was expected
+	}
+	defer e.mu.Unlock()
+	if live := e.expires > now; live && e.version != expected || !live && expected != 0 {
+		if !live {
+			return storage.Record{}, false, nil
+		}
+		e.shared = true
+		return storage.Record{Value: e.value, Version: e.version}, false, nil
+	}
+	e.value = make([]byte, len(value))
+	copy(e.value, value)
+	e.version++
+	e.expires, e.shared = expiry(now, ttl), true
+	return storage.Record{Value: e.value, Version: e.version}, true, nil
 }
 
-// Hold locks the shard of key prefix+key and returns it as the held
-// record (see storage.InPlaceStore). The limiter decides under this hold:
-// one map lookup, and no allocation once the key exists. Its Now is the
-// store's clock: the wall clock when the store was made, advanced by the
-// monotonic clock since, the clock records expire by.
+// Hold locks the record of key prefix+key and returns it held (see
+// storage.InPlaceStore). The limiter decides under this hold: one lookup
+// that takes no lock but the key's own, and no allocation once the key
+// exists (for keys of up to 128 bytes). Its Now is the store's clock: the
+// wall clock when the store was made, advanced by the monotonic clock
+// since, the clock records expire by.
 func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if s.t.closed.Load() {
+		return nil, errClosed("hold", prefix+key)
 	}
 	// The clock is read before the lock, to keep the lock short. A holder
 	// that then finds a later time stored sees no refill, as if its clock
 	// lagged; a record that expires meanwhile is still held live.
 	now := s.now()
-	// The whole key is built on the stack when it fits, else in the
-	// shard's buffer under its lock, and hashed as Get would hash it.
+	// The whole key is built on the stack when it fits; find copies it
+	// only to insert it.
 	var small [holdKeySize]byte
-	var sh *shard
+	var full string
 	if len(prefix)+len(key) <= len(small) {
 		k := append(append(small[:0], prefix...), key...)
-		sh = &s.shards[maphash.Bytes(s.seed, k)&s.mask]
-		sh.mu.Lock()
-		if sh.m != nil {
-			if sh.held = sh.m[string(k)]; sh.held == nil {
-				sh.key = append(sh.key[:0], k...) // for Commit to insert
-			}
-		}
+		full = unsafe.String(unsafe.SliceData(k), len(k))
 	} else {
-		var h maphash.Hash
-		h.SetSeed(s.seed)
-		h.WriteString(prefix)
-		h.WriteString(key)
-		sh = &s.shards[h.Sum64()&s.mask]
-		sh.mu.Lock()
-		if sh.m != nil {
-			sh.key = append(append(sh.key[:0], prefix...), key...)
-			sh.held = sh.m[string(sh.key)]
-		}
+		full = prefix + key
 	}
-	if sh.m == nil {
-		sh.mu.Unlock()
-		return nil, errClosed("hold", prefix+key)
-	}
-	sh.now = now
-	return sh, nil
+	e := s.t.find(full, true)
+	e.now = now
+	return e, nil
 }
 
 // holdKeySize is the longest key Hold builds on the stack.
 const holdKeySize = 128
-
-// swap is the compare-and-swap. On success it returns the new version and
-// the stored value in the record; on conflict, the current record.
-func (s *Store) swap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (uint64, storage.Record, bool, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, storage.Record{}, false, err
-	}
-	sh := s.shard(key)
-	now := s.now()
-	expires := expiry(now, ttl)
-	sh.mu.Lock()
-	if sh.m == nil {
-		sh.mu.Unlock()
-		return 0, storage.Record{}, false, errClosed("cas", key)
-	}
-	e := sh.m[key]
-	if e == nil || e.expires <= now {
-		if expected != 0 {
-			sh.mu.Unlock()
-			return 0, storage.Record{}, false, nil
-		}
-	} else if e.version != expected {
-		e.shared = true
-		cur := storage.Record{Value: e.value, Version: e.version}
-		sh.mu.Unlock()
-		return 0, cur, false, nil
-	}
-	if e == nil {
-		e = &entry{}
-		sh.m[key] = e
-		if n := len(sh.m); n > sh.peak {
-			sh.peak = n
-		}
-	}
-	e.value = make([]byte, len(value))
-	copy(e.value, value)
-	sh.version++
-	e.version, e.expires, e.shared = sh.version, expires, true
-	version, stored := e.version, storage.Record{Value: e.value}
-	sh.mu.Unlock()
-	return version, stored, true, nil
-}
 
 // expiry is the time ttl after now, saturated.
 func expiry(now int64, ttl time.Duration) int64 {
@@ -252,38 +245,31 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sh := s.shard(key)
-	sh.mu.Lock()
-	if sh.m == nil {
-		sh.mu.Unlock()
+	if s.t.closed.Load() {
 		return errClosed("delete", key)
 	}
-	delete(sh.m, key)
-	sh.mu.Unlock()
+	if e := s.t.find(key, false); e != nil {
+		s.t.remove(key, e)
+		e.mu.Unlock()
+	}
 	return nil
 }
 
 // Len returns the number of records held, including expired ones the
-// janitor has not removed yet. It is meant for monitoring and tests: it
-// locks every shard in turn, and the count may be stale by the time it
-// returns.
+// janitor has not removed yet. It is meant for monitoring and tests.
 func (s *Store) Len() int {
-	n := 0
-	for i := range s.shards {
-		n += s.shards[i].len()
-	}
-	return n
+	return int(s.t.count.Load())
 }
 
 // Close stops the janitor, waits for it to return and drops every record.
-// Later calls of Get, CompareAndSwap and Delete return an error wrapping
-// storage.ErrClosed. Close is idempotent and always returns nil.
+// Later calls of Get, CompareAndSwap, Hold and Delete return an error
+// wrapping storage.ErrClosed. Close is idempotent and always returns nil.
 func (s *Store) Close() error {
+	s.t.closed.Store(true)
 	s.jan.halt()
 	<-s.jan.done
-	for i := range s.shards {
-		s.shards[i].close()
-	}
+	s.t.m.Clear()
+	s.t.count.Store(0)
 	return nil
 }
 

@@ -3,7 +3,6 @@ package memory_test
 import (
 	"context"
 	"errors"
-	"math"
 	"runtime"
 	"strconv"
 	"strings"
@@ -80,26 +79,43 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
 	}
 }
 
-func TestWithShards(t *testing.T) {
-	for _, c := range []struct{ n, want int }{
-		{-1, 64}, {0, 64}, {1, 1}, {2, 2}, {3, 4}, {64, 64}, {100, 128}, {1 << 16, 1 << 16}, {1<<16 + 1, 1 << 16}, {math.MaxInt, 1 << 16},
-	} {
-		s := memory.New(memory.WithShards(c.n))
-		if got := memory.Shards(s); got != c.want {
-			t.Errorf("WithShards(%d): %d shards, want %d", c.n, got, c.want)
-		}
-		s.Close()
-	}
-	// One shard still keeps keys apart.
-	s := memory.New(memory.WithShards(1), nil)
+// WithShards is accepted and ignored, nil options too.
+func TestWithShardsIgnored(t *testing.T) {
+	s := memory.New(memory.WithShards(1), nil, memory.WithShards(-1))
 	defer s.Close()
 	a := mustSwap(t, s, "a", 0, "1", longTTL)
-	b := mustSwap(t, s, "b", 0, "2", longTTL)
+	mustSwap(t, s, "b", 0, "2", longTTL)
 	if got, _ := s.Get(context.Background(), "a"); got.Version != a.Version || string(got.Value) != "1" {
 		t.Fatalf("Get(a) = %+v, want %+v", got, a)
 	}
-	if b.Version <= a.Version {
-		t.Fatalf("versions in one shard: %d then %d", a.Version, b.Version)
+}
+
+// Versions of a key grow across Delete, expiry and the janitor's sweep,
+// also when other keys were written meanwhile.
+func TestVersionsGrowAcrossRemoval(t *testing.T) {
+	s := memory.New(memory.WithSweepInterval(5 * time.Millisecond))
+	defer s.Close()
+	ctx := context.Background()
+	var last uint64
+	for round := range 20 {
+		rec := mustSwap(t, s, "k", 0, "v", 10*time.Millisecond)
+		if rec.Version <= last {
+			t.Fatalf("round %d: version %d after %d", round, rec.Version, last)
+		}
+		last = rec.Version
+		for i := range round {
+			mustSwap(t, s, "other"+strconv.Itoa(round)+"-"+strconv.Itoa(i), 0, "x", time.Millisecond)
+		}
+		switch round % 3 {
+		case 0:
+			s.Delete(ctx, "k")
+		case 1:
+			time.Sleep(15 * time.Millisecond) // expired, maybe swept
+		default:
+			for s.Len() > 0 { // swept
+				time.Sleep(time.Millisecond)
+			}
+		}
 	}
 }
 
@@ -200,9 +216,8 @@ func TestMillionKeysMemoryBounded(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	after := int64(ms.HeapInuse) - base
 	t.Logf("empty %v after the first write; heap now %d KiB above the start", time.Since(start).Round(time.Millisecond), after>>10)
-	// A map kept at its peak size would hold some sixty bytes per key;
-	// allow an eighth of that plus 2 MiB for the small maps the janitor
-	// does not rebuild and the noise of the heap.
+	// An index kept at its peak size would hold some sixty bytes per key;
+	// allow an eighth of that plus 2 MiB for the noise of the heap.
 	if limit := int64(keys)*8 + 2<<20; after > limit {
 		t.Fatalf("heap is %d KiB above the start after every record was swept, want below %d KiB", after>>10, limit>>10)
 	}
