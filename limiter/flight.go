@@ -329,7 +329,7 @@ func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (sta
 			h.Release()
 			return stats{calls: 1}, nil
 		}
-		ttl = retentionAfter(l.rules, &st, now, *d)
+		ttl = retentionAfter(l.rules, &st, now, d.ResetAfter)
 	}
 	h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), ttl)
 	return stats{calls: 1}, nil

@@ -103,11 +103,11 @@ func retention(rules []Bucket, s *state, now int64) time.Duration {
 }
 
 // retentionAfter is retention(rules, s, now) for the state s that decided
-// d (with take or not): with one bucket, d.ResetAfter is already the wait
-// until it is full.
-func retentionAfter(rules []Bucket, s *state, now int64, d Decision) time.Duration {
+// a Decision with the given ResetAfter (with take or not): with one bucket,
+// that is already the wait until it is full.
+func retentionAfter(rules []Bucket, s *state, now int64, resetAfter time.Duration) time.Duration {
 	if len(rules) == 1 {
-		return addSat(d.ResetAfter, time.Second)
+		return addSat(resetAfter, time.Second)
 	}
 	return retention(rules, s, now)
 }

@@ -240,14 +240,14 @@ func TestRetentionAfter(t *testing.T) {
 		cost := 1 + rng.Int64N(b.Capacity)
 		take := rng.IntN(2) == 0
 		d := decide(rules, &st, now, cost, take)
-		if got, want := retentionAfter(rules, &st, now, d), retention(rules, &st, now); got != want {
+		if got, want := retentionAfter(rules, &st, now, d.ResetAfter), retention(rules, &st, now); got != want {
 			t.Fatalf("trial %d: %v state %+v now %d cost %d take %v: retentionAfter %v, retention %v", trial, b, st, now, cost, take, got, want)
 		}
 	}
 	two := []Bucket{{Capacity: 4, Period: 8 * time.Second}, {Capacity: 100, Period: time.Hour}}
 	st := fullState(two, 0)
 	d := decide(two, &st, 0, 4, true)
-	if got, want := retentionAfter(two, &st, 0, d), retention(two, &st, 0); got != want {
+	if got, want := retentionAfter(two, &st, 0, d.ResetAfter), retention(two, &st, 0); got != want {
 		t.Errorf("two buckets: retentionAfter %v, retention %v", got, want)
 	}
 }
