@@ -19,10 +19,25 @@
 // record on conflict, so that the limiter's retry needs no GET. Delete is
 // one script too (see Versions). Every call touches exactly one key.
 //
-// The compare-and-swap script also reads the server's TIME and returns it,
-// and GetTimed reads a key and TIME in one script: the Store is a
+// The compare-and-swap script can also read the server's TIME and return
+// it, and GetTimed reads a key and TIME in one script: the Store is a
 // storage.TimedStore, so limiter.WithStoreClock decides on the Redis
 // server's clock at no extra round trip.
+//
+// # Pipelining
+//
+// A Get, GetTimed or CompareAndSwap (Delete always goes alone) goes out
+// at once, alone, while the store has fewer than eight round trips in
+// flight; a call made while eight are in flight waits for the first of
+// them to end and then goes out together with every other call that
+// waited meanwhile, as one pipeline: one write and one read on one
+// connection instead of one per call, for the client and for the server. Nothing waits on a timer, and a lone caller never waits at all.
+// Each call in a pipeline is still its own command on its own key, so a
+// ClusterClient or a Ring sends it to the node of its slot, and each
+// caller gets its own reply or error. A pipeline runs until the latest
+// deadline of its calls; a caller whose context ends first stops waiting
+// at once, without cutting the pipeline short for the others. Pipelines
+// appear in go-redis hooks (ProcessPipelineHook) as such.
 //
 // # Record layout
 //
@@ -38,20 +53,21 @@
 //
 // # Versions
 //
-// Every write stores the version max(v+1, t*4096), where v is the version
-// the key holds (live or tombstone) and t the server's TIME in
-// microseconds. Versions therefore grow with every write, and a record
-// created after an expiry starts above every version the key had, because
-// the server clock has moved on since that record's last write. Delete
+// A write over a live record of version v stores v+1; any other write
+// stores max(v+1, t*4096), where v is the version of the key's tombstone
+// (0 if it has none) and t the server's TIME in microseconds. Versions
+// therefore grow with every write, and a record created after an expiry
+// starts above every version the key had, because the server clock has
+// moved on since that record's last write, and a key cannot be written
+// 4096 times a microsecond to run ahead of it. Delete
 // does not remove the key at once: it replaces the record by a tombstone
 // that keeps its version for one second, so that a write in the same
 // microsecond as the Delete still gets a greater version. A tombstone
 // reads as absent everywhere.
 //
-// The factor 4096 leaves room for 4096 writes of one key within a
-// microsecond before the version runs ahead of the clock, far more than a
-// Redis server can run, and the versions fit in 64 bits until the year
-// 2112.
+// The factor 4096 leaves room for 4096 writes of one key a microsecond
+// before the versions run ahead of the clock, far more than a Redis server
+// can run, and the versions fit in 64 bits until the year 2112.
 //
 // # Redis Cluster and hash tags
 //
@@ -97,8 +113,11 @@
 // or deleted.
 //
 // A context that is done before a call returns its error as it is, and
-// nothing is sent. A context that ends during a call gives an error
-// wrapping storage.ErrUnavailable and the context's error.
+// nothing is sent. A context that ends during a call (also while it waits
+// for a pipeline) gives an error wrapping storage.ErrUnavailable and the
+// context's error. A compare-and-swap in a pipeline whose connection
+// fails is, like one sent alone, an error wrapping storage.ErrUnavailable,
+// and the client sends no pipeline holding one again.
 //
 // # Caveats
 //
@@ -121,5 +140,6 @@
 //
 // A Store is safe for concurrent use by any number of goroutines; its
 // atomicity against other processes comes from Redis running each script
-// alone.
+// alone. Calls that wait for a pipeline are sent by a goroutine of the
+// store, which ends as soon as none wait.
 package redis

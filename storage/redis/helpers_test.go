@@ -2,9 +2,11 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -211,4 +213,78 @@ func (p *proxy) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// gate is a go-redis hook that holds commands back until released, so
+// that a test can fill the round trips a Store keeps in flight and make
+// it queue the calls that follow, and that records the pipelines sent.
+type gate struct {
+	holdSingle   atomic.Bool // hold single EVALSHA commands
+	failSingle   atomic.Bool // and fail them once released, unsent
+	holdPipes    atomic.Bool // hold pipelines
+	arrived      chan struct{}
+	release      chan struct{} // closed to release the single commands
+	releasePipes chan struct{} // closed to release the pipelines
+
+	mu        sync.Mutex
+	pipelines []int // the commands of each pipeline sent
+}
+
+var errHeldBack = errors.New("test: held back by the gate")
+
+func newGate() *gate {
+	return &gate{arrived: make(chan struct{}, 1024), release: make(chan struct{}), releasePipes: make(chan struct{})}
+}
+
+func (g *gate) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (g *gate) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if g.holdSingle.Load() && cmd.Name() == "evalsha" {
+			g.arrived <- struct{}{}
+			<-g.release
+			if g.failSingle.Load() {
+				cmd.SetErr(errHeldBack)
+				return errHeldBack
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *gate) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if name := cmds[0].Name(); name != "evalsha" && name != "get" {
+			// A connection's handshake (HELLO, CLIENT SETINFO), or the
+			// test's own warm-up.
+			return next(ctx, cmds)
+		}
+		g.mu.Lock()
+		g.pipelines = append(g.pipelines, len(cmds))
+		g.mu.Unlock()
+		if g.holdPipes.Load() {
+			g.arrived <- struct{}{}
+			<-g.releasePipes
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// wait waits until n commands or pipelines have arrived at the gate.
+func (g *gate) wait(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-g.arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing arrived at the gate in 10s")
+		}
+	}
+}
+
+// sent returns the sizes of the pipelines sent so far.
+func (g *gate) sent() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.pipelines)
 }

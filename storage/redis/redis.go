@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,7 @@ const tombstoneTTL = time.Second
 type Store struct {
 	client  goredis.UniversalClient
 	scripts onceScripter
+	calls   pipeliner
 	prefix  string
 	closed  atomic.Bool
 }
@@ -75,7 +75,7 @@ func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
 	if err := checkPrefix(c.prefix); err != nil {
 		return nil, err
 	}
-	return &Store{client: client, scripts: onceScripter{client}, prefix: c.prefix}, nil
+	return &Store{client: client, scripts: onceScripter{client}, calls: pipeliner{client: client}, prefix: c.prefix}, nil
 }
 
 func checkPrefix(p string) error {
@@ -97,12 +97,15 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 	if err := s.check(ctx, "get", key); err != nil {
 		return storage.Record{}, err
 	}
-	val, err := s.client.Get(ctx, s.prefix+key).Result()
+	c := &call{key: s.prefix + key}
+	c.args[0], c.args[1] = "get", &c.key
+	c.cmd = goredis.NewStringCmd(ctx, c.args[:2]...)
+	val, err := s.run(ctx, "get", key, c)
 	if errors.Is(err, goredis.Nil) {
 		return storage.Record{}, nil
 	}
 	if err != nil {
-		return storage.Record{}, s.fail(ctx, "get", key, err)
+		return storage.Record{}, err
 	}
 	rec, err := decodeStored(val)
 	if err != nil {
@@ -122,7 +125,7 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // wraps storage.ErrUnavailable. A value under the key that sluice did not
 // write is left as it is, and the error wraps storage.ErrCorrupt.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
-	rec, swapped, _, err := s.CompareAndSwapTimed(ctx, key, expected, value, ttl)
+	rec, swapped, _, err := s.cas(ctx, key, expected, value, ttl, false)
 	return rec, swapped, err
 }
 
@@ -130,15 +133,35 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 // clock (TIME, read inside the same script): storage.TimedStore, for
 // limiter.WithStoreClock.
 func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
+	return s.cas(ctx, key, expected, value, ttl, true)
+}
+
+func (s *Store) cas(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration, timed bool) (storage.Record, bool, time.Time, error) {
 	if err := s.check(ctx, "cas", key); err != nil {
 		return storage.Record{}, false, time.Time{}, err
 	}
-	reply, err := casScript.Run(ctx, s.scripts, []string{s.prefix + key},
-		encodeVersion(expected), value, millis(ttl)).Result()
-	if err != nil {
-		return storage.Record{}, false, time.Time{}, s.fail(ctx, "cas", key, err)
+	// The store's own copy of value: the caller may reuse its slice as
+	// soon as the call returns, even while a pipeline still holds the
+	// command, and a swapped record returns it.
+	c := &call{
+		once:  true,
+		key:   s.prefix + key,
+		value: valueArg{bytes.Clone(nonNil(value))},
+		ttl:   millis(ttl),
 	}
-	r, err := decodeCAS(reply)
+	c.expected.b = appendVersion(c.version[:0], expected)
+	c.args = [8]any{"evalsha", casSHA, 1, &c.key, &c.expected, &c.value, &c.ttl, "t"}
+	n := 7
+	if timed {
+		n = 8
+	}
+	c.cmd = goredis.NewStringCmd(ctx, c.args[:n]...)
+	c.cmd.SetFirstKeyPos(3)
+	reply, err := s.run(ctx, "cas", key, c)
+	if err != nil {
+		return storage.Record{}, false, time.Time{}, err
+	}
+	r, err := decodeCAS(reply, timed)
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, fmt.Errorf("redis: cas %q: %w: %w", key, storage.ErrUnavailable, err)
 	}
@@ -146,7 +169,7 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 	case r.foreign:
 		return storage.Record{}, false, time.Time{}, s.corrupt("cas", key, errForeign)
 	case r.swapped:
-		return storage.Record{Value: bytes.Clone(nonNil(value)), Version: r.version}, true, r.now, nil
+		return storage.Record{Value: c.value.b, Version: r.version}, true, r.now, nil
 	}
 	return r.current, false, r.now, nil
 }
@@ -158,9 +181,13 @@ func (s *Store) GetTimed(ctx context.Context, key string) (storage.Record, time.
 	if err := s.check(ctx, "get", key); err != nil {
 		return storage.Record{}, time.Time{}, err
 	}
-	reply, err := getScript.Run(ctx, s.client, []string{s.prefix + key}).Result()
+	c := &call{key: s.prefix + key}
+	c.args[0], c.args[1], c.args[2], c.args[3] = "evalsha", getSHA, 1, &c.key
+	c.cmd = goredis.NewStringCmd(ctx, c.args[:4]...)
+	c.cmd.SetFirstKeyPos(3)
+	reply, err := s.run(ctx, "get", key, c)
 	if err != nil {
-		return storage.Record{}, time.Time{}, s.fail(ctx, "get", key, err)
+		return storage.Record{}, time.Time{}, err
 	}
 	rec, now, err := decodeGet(reply)
 	if errors.Is(err, errForeign) {
@@ -170,6 +197,38 @@ func (s *Store) GetTimed(ctx context.Context, key string) (storage.Record, time.
 		return storage.Record{}, time.Time{}, fmt.Errorf("redis: get %q: %w: %w", key, storage.ErrUnavailable, err)
 	}
 	return rec, now, nil
+}
+
+// Hashes of the scripts that run through s.run, boxed once.
+var (
+	casSHA any = casScript.Hash()
+	getSHA any = getScript.Hash()
+)
+
+// run sends c (see pipeliner) and returns its reply, or the driver's error
+// for op on key; a GET of an absent key returns goredis.Nil as it is. An
+// EVALSHA that the server refuses with NOSCRIPT, which means it did not
+// run, is sent once more as EVAL.
+func (s *Store) run(ctx context.Context, op, key string, c *call) (string, error) {
+	if err := s.calls.do(ctx, c); err != nil {
+		return "", s.fail(ctx, op, key, err)
+	}
+	reply, err := c.cmd.Result()
+	if err != nil && c.args[0] == "evalsha" && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		script, scripter := getScript, goredis.Scripter(s.client)
+		if c.once {
+			script, scripter = casScript, s.scripts
+		}
+		args := c.cmd.Args()[4:]
+		reply, err = script.Eval(ctx, scripter, []string{c.key}, args...).Text()
+	}
+	if errors.Is(err, goredis.Nil) {
+		return "", err
+	}
+	if err != nil {
+		return "", s.fail(ctx, op, key, err)
+	}
+	return reply, nil
 }
 
 // Delete removes key with one script call that leaves a short-lived
@@ -256,13 +315,13 @@ func (s *Store) corrupt(op, key string, cause error) error {
 	return fmt.Errorf("redis: %s %q: Redis key %q: %w: %w", op, key, s.prefix+key, storage.ErrCorrupt, cause)
 }
 
-// millis returns d in whole milliseconds, rounded up, as a decimal string.
-func millis(d time.Duration) string {
+// millis returns d in whole milliseconds, rounded up, at least 1.
+func millis(d time.Duration) int64 {
 	ms := d / time.Millisecond
 	if d%time.Millisecond != 0 {
 		ms++
 	}
-	return strconv.FormatInt(int64(max(ms, 1)), 10)
+	return int64(max(ms, 1))
 }
 
 func nonNil(b []byte) []byte {
@@ -272,11 +331,10 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// onceScripter runs EVAL and EVALSHA commands that the client does not
-// retry after a network failure: a compare-and-swap that may have landed
-// must not run a second time, or its own write would come back as a
-// conflict. Script.Run still falls back from EVALSHA to EVAL on NOSCRIPT,
-// which means the first command did not run.
+// onceScripter runs EVAL commands that the client does not retry after a
+// network failure: a compare-and-swap that may have landed must not run a
+// second time, or its own write would come back as a conflict. It sends
+// the compare-and-swap script after NOSCRIPT (see Store.run).
 type onceScripter struct {
 	goredis.UniversalClient
 }
@@ -291,10 +349,6 @@ func (noRetryCmd) NoRetry() bool { return true }
 
 func (c onceScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *goredis.Cmd {
 	return c.once(ctx, "eval", script, keys, args)
-}
-
-func (c onceScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *goredis.Cmd {
-	return c.once(ctx, "evalsha", sha1, keys, args)
 }
 
 func (c onceScripter) once(ctx context.Context, name, payload string, keys []string, args []any) *goredis.Cmd {

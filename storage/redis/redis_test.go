@@ -1,6 +1,7 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,6 +206,10 @@ func TestCluster(t *testing.T) {
 	}
 	conformance.RunStore(t, newClusterStore)
 	conformance.RunLimiter(t, newClusterStore)
+
+	t.Run("Pipelined", func(t *testing.T) {
+		testPipelinedCalls(t, goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true}))
+	})
 
 	t.Run("KeysSpreadOverMasters", func(t *testing.T) {
 		ctx := t.Context()
@@ -695,7 +701,8 @@ func parseChild(out []byte, label string, keys int) ([]int, error) {
 }
 
 // In steady state an allowed decision costs one Redis command, EVALSHA
-// (whose script runs GET, TIME and SET inside the server), and a denial of
+// (whose script runs GET and SET inside the server: a live record needs no
+// TIME), and a denial of
 // an exhausted key none: the limiter keeps the record the script returned.
 // Counted from INFO commandstats of an own server.
 func TestCommandsPerDecision(t *testing.T) {
@@ -728,7 +735,7 @@ func TestCommandsPerDecision(t *testing.T) {
 	}
 	allow(10, true) // warm up: load the script, open the connection
 	const n = capacity - 10
-	if got, want := allow(n, true), map[string]int64{"evalsha": n, "get": n, "time": n, "set": n}; !maps.Equal(got, want) {
+	if got, want := allow(n, true), map[string]int64{"evalsha": n, "get": n, "set": n}; !maps.Equal(got, want) {
 		t.Errorf("%d allowed decisions: the server ran %v, want %v (one EVALSHA each, and its script's commands)", n, got, want)
 	}
 	if got := allow(100, false); len(got) != 0 {
@@ -817,4 +824,225 @@ func TestVersionsWithoutClockProgress(t *testing.T) {
 		}
 		rec = got
 	}
+}
+
+// fillInFlight starts redis.MaxInFlight compare-and-swaps that g holds
+// back, on keys "held0", "held1", ..., and returns once they are in
+// flight: the store queues the calls that follow. wg waits for them.
+func fillInFlight(t *testing.T, s *redis.Store, g *gate, wg *sync.WaitGroup) {
+	t.Helper()
+	g.holdSingle.Store(true)
+	for i := range redis.MaxInFlight {
+		wg.Go(func() {
+			_, _, _ = s.CompareAndSwap(context.Background(), fmt.Sprintf("held%d", i), 0, []byte("held"), time.Minute)
+		})
+	}
+	g.wait(t, redis.MaxInFlight)
+}
+
+// waitQueued waits until n calls of s are queued.
+func waitQueued(t *testing.T, s *redis.Store, n int) {
+	t.Helper()
+	for i := 0; redis.Queued(s) != n; i++ {
+		if i == 1000 {
+			t.Fatalf("%d calls queued after 10s, want %d", redis.Queued(s), n)
+		}
+		time.Sleep(10 * time.Millisecond) // goroutines reaching the queue
+	}
+}
+
+// casResult is what a CompareAndSwap returned.
+type casResult struct {
+	rec     storage.Record
+	swapped bool
+	err     error
+}
+
+// Calls on different keys issued while the round trips in flight are
+// busy go out together in one pipeline, and each caller gets exactly its
+// own result: swaps on many keys, a Get and a GetTimed among them. A
+// caller that gives up while queued leaves the others alone and writes
+// nothing.
+func TestPipelinedCalls(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	testPipelinedCalls(t, ownClient(t, srv.Addr()))
+}
+
+// testPipelinedCalls is TestPipelinedCalls over client, which it closes.
+func testPipelinedCalls(t *testing.T, client goredis.UniversalClient) {
+	ctx := t.Context()
+	g := newGate()
+	client.AddHook(g)
+	s := openStore(t, client, testPrefix(t))
+	var err error
+	// Load the script, so that every EVALSHA below runs.
+	warm, _, err := s.CompareAndSwap(ctx, "warm", 0, []byte("warm"), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	const n = 40
+	results := make([]casResult, n)
+	for i := range n {
+		wg.Go(func() {
+			r := &results[i]
+			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, fmt.Appendf(nil, "value %d", i), time.Minute)
+		})
+	}
+	var (
+		got, gotTimed       storage.Record
+		errGet, errGetTimed error
+		now                 time.Time
+	)
+	wg.Go(func() { got, errGet = s.Get(ctx, "warm") })
+	wg.Go(func() { gotTimed, now, errGetTimed = s.GetTimed(ctx, "warm") })
+	cancelled, cancel := context.WithCancel(ctx)
+	errCancelled := make(chan error, 1)
+	go func() {
+		_, _, err := s.CompareAndSwap(cancelled, "cancelled", 0, []byte("v"), time.Minute)
+		errCancelled <- err
+	}()
+	waitQueued(t, s, n+3)
+	cancel()
+	if err := <-errCancelled; !errors.Is(err, context.Canceled) {
+		t.Errorf("CompareAndSwap cancelled while queued: %v; want an error matching context.Canceled", err)
+	}
+	waitQueued(t, s, n+2)
+
+	g.holdSingle.Store(false)
+	close(g.release)
+	held.Wait()
+	wg.Wait()
+	for i, r := range results {
+		if want := fmt.Sprintf("value %d", i); r.err != nil || !r.swapped || r.rec.Version == 0 || string(r.rec.Value) != want {
+			t.Errorf("CompareAndSwap(k%d) = %+v, %t, %v; want a swap to %q", i, r.rec, r.swapped, r.err, want)
+		}
+		if rec, err := s.Get(ctx, fmt.Sprintf("k%d", i)); err != nil || rec.Version != r.rec.Version || !bytes.Equal(rec.Value, r.rec.Value) {
+			t.Errorf("Get(k%d) = %+v, %v; want %+v", i, rec, err, r.rec)
+		}
+	}
+	if errGet != nil || got.Version != warm.Version || string(got.Value) != "warm" {
+		t.Errorf("Get(warm) = %+v, %v; want %+v", got, errGet, warm)
+	}
+	if errGetTimed != nil || gotTimed.Version != warm.Version || string(gotTimed.Value) != "warm" || now.IsZero() {
+		t.Errorf("GetTimed(warm) = %+v, %v, %v; want %+v and the server's clock", gotTimed, now, errGetTimed, warm)
+	}
+	if rec, err := s.Get(ctx, "cancelled"); err != nil || rec.Version != 0 {
+		t.Errorf("the cancelled call wrote its key: Get = %+v, %v; want it absent", rec, err)
+	}
+	if got, want := g.sent(), []int{n + 2}; !slices.Equal(got, want) {
+		t.Errorf("pipelines of %v commands, want %v: every queued call in one", got, want)
+	}
+}
+
+// A caller that gives up while its pipeline is on its way stops waiting at
+// once, with an error that says the outcome is unknown; the other calls of
+// the pipeline are not disturbed.
+func TestPipelineCallerGivesUp(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	client := ownClient(t, srv.Addr())
+	g := newGate()
+	client.AddHook(g)
+	s, err := redis.New(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CompareAndSwap(ctx, "warm", 0, []byte("warm"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	const n = 10
+	results := make([]casResult, n)
+	callCtx, cancel := context.WithCancel(ctx)
+	given := make(chan casResult, 1)
+	go func() {
+		var r casResult
+		r.rec, r.swapped, r.err = s.CompareAndSwap(callCtx, "k0", 0, []byte("v"), time.Minute)
+		given <- r
+	}()
+	for i := 1; i < n; i++ {
+		wg.Go(func() {
+			r := &results[i]
+			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, []byte("v"), time.Minute)
+		})
+	}
+	waitQueued(t, s, n)
+	// Release the held calls; the pipeline of the queued ones waits at the
+	// gate in turn.
+	g.holdPipes.Store(true)
+	g.holdSingle.Store(false)
+	close(g.release)
+	held.Wait()
+	g.wait(t, 1)
+	cancel()
+	// The cancelled caller returns while its pipeline still waits.
+	if r := <-given; !errors.Is(r.err, storage.ErrUnavailable) || !errors.Is(r.err, context.Canceled) || r.swapped {
+		t.Errorf("cancelled CompareAndSwap = %+v, %t, %v; want an error wrapping storage.ErrUnavailable and context.Canceled", r.rec, r.swapped, r.err)
+	}
+	close(g.releasePipes)
+	wg.Wait()
+	for i := 1; i < n; i++ {
+		if r := results[i]; r.err != nil || !r.swapped {
+			t.Errorf("CompareAndSwap(k%d) = %+v, %t, %v; want a swap", i, r.rec, r.swapped, r.err)
+		}
+	}
+}
+
+// When the replies of a pipeline are lost, each of its compare-and-swaps
+// may or may not have landed: each caller gets an error wrapping
+// storage.ErrUnavailable, and the client sends none of them again.
+func TestLostPipelineRepliesAreUnavailable(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	direct := ownClient(t, srv.Addr())
+	p := startProxy(t, srv.Addr())
+	client := ownClient(t, p.addr()) // MaxRetries is the default (3)
+	g := newGate()
+	client.AddHook(g)
+	s, err := redis.New(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CompareAndSwap(ctx, "warm", 0, []byte("warm"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Open a connection of the client's pipeline pool, so that the reply
+	// the proxy cuts is the pipeline's, not a new connection's handshake.
+	if _, err := client.Pipelined(ctx, func(p goredis.Pipeliner) error { return p.Ping(ctx).Err() }); err != nil {
+		t.Fatal(err)
+	}
+	var held, wg sync.WaitGroup
+	g.failSingle.Store(true) // the held calls never reach the server
+	fillInFlight(t, s, g, &held)
+	const n = 20
+	results := make([]casResult, n)
+	for i := range n {
+		wg.Go(func() {
+			r := &results[i]
+			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, []byte("v"), time.Minute)
+		})
+	}
+	waitQueued(t, s, n)
+	before := commandCalls(t, direct)["evalsha"]
+	p.mode.Store(cutReplies)
+	close(g.release)
+	held.Wait()
+	wg.Wait()
+	for i, r := range results {
+		if !errors.Is(r.err, storage.ErrUnavailable) || r.swapped {
+			t.Errorf("CompareAndSwap(k%d) = %+v, %t, %v; want an error wrapping storage.ErrUnavailable", i, r.rec, r.swapped, r.err)
+		}
+	}
+	if got := g.sent(); !slices.Equal(got, []int{n}) {
+		t.Errorf("pipelines of %v commands, want one of %d", got, n)
+	}
+	ran := commandCalls(t, direct)["evalsha"] - before
+	if ran > n {
+		t.Errorf("the server ran EVALSHA %d times for %d calls: some were sent again", ran, n)
+	}
+	t.Logf("%d of the %d compare-and-swaps whose replies were lost had run", ran, n)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluice-go/sluice/storage"
@@ -19,11 +20,12 @@ const (
 	headerLen    = 1 + 8
 )
 
-// Script reply statuses; they must match scripts.go.
+// Script reply statuses, the first byte of a reply; they must match
+// scripts.go.
 const (
-	statusConflict = 0
-	statusSwapped  = 1
-	statusForeign  = 2
+	statusConflict = '0' // casScript: not swapped; getScript: absent
+	statusSwapped  = '1' // casScript: swapped; getScript: a value follows
+	statusForeign  = '2' // the key holds something that is not ours
 )
 
 // errForeign says that a key holds a value sluice did not write.
@@ -45,15 +47,13 @@ func decodeStored(s string) (storage.Record, error) {
 	return storage.Record{Value: []byte(s[headerLen:]), Version: v}, nil
 }
 
-// encodeVersion returns the script argument for an expected version: 8
-// bytes big-endian, or "" for 0 (absent).
-func encodeVersion(v uint64) string {
+// appendVersion appends the script argument for an expected version to
+// b: 8 bytes big-endian, or nothing for 0 (absent).
+func appendVersion(b []byte, v uint64) []byte {
 	if v == 0 {
-		return ""
+		return b
 	}
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	return string(b[:])
+	return binary.BigEndian.AppendUint64(b, v)
 }
 
 // casReply is casScript's reply, decoded.
@@ -62,87 +62,82 @@ type casReply struct {
 	foreign bool
 	version uint64         // the new version, when swapped
 	current storage.Record // the record stored, on conflict
-	now     time.Time      // the server's clock
+	now     time.Time      // the server's clock, when asked for
 }
 
-// decodeCAS checks and decodes casScript's reply.
-func decodeCAS(reply any) (casReply, error) {
-	items, ok := reply.([]any)
-	if !ok || len(items) < 3 {
-		return casReply{}, fmt.Errorf("unexpected script reply %T %v", reply, reply)
-	}
-	status, ok := items[0].(int64)
-	if !ok {
-		return casReply{}, fmt.Errorf("unexpected script status %T %v", items[0], items[0])
-	}
-	now, err := decodeTime(items[1], items[2])
+// decodeCAS checks and decodes casScript's reply; timed says whether the
+// script was asked for the server's clock.
+func decodeCAS(reply string, timed bool) (casReply, error) {
+	status, now, rest, err := decodeHead(reply, timed)
 	if err != nil {
 		return casReply{}, err
 	}
-	items = items[3:]
 	switch {
-	case status == statusSwapped && len(items) == 1:
-		s, ok := items[0].(string)
-		if !ok || len(s) != 8 {
-			return casReply{}, fmt.Errorf("unexpected version in script reply: %T %q", items[0], items[0])
-		}
-		v := binary.BigEndian.Uint64([]byte(s))
+	case status == statusSwapped && len(rest) == 8:
+		v := binary.BigEndian.Uint64([]byte(rest))
 		if v == 0 {
 			return casReply{}, errors.New("script stored version 0")
 		}
 		return casReply{swapped: true, version: v, now: now}, nil
-	case status == statusConflict && len(items) == 0:
+	case status == statusConflict && rest == "":
 		return casReply{now: now}, nil
-	case status == statusConflict && len(items) == 1:
-		s, ok := items[0].(string)
-		if !ok {
-			return casReply{}, fmt.Errorf("unexpected record in script reply: %T", items[0])
-		}
-		rec, err := decodeStored(s)
+	case status == statusConflict:
+		rec, err := decodeStored(rest)
 		if err != nil {
 			return casReply{foreign: true, now: now}, nil
 		}
 		return casReply{current: rec, now: now}, nil
-	case status == statusForeign && len(items) == 0:
+	case status == statusForeign && rest == "":
 		return casReply{foreign: true, now: now}, nil
 	}
-	return casReply{}, fmt.Errorf("unexpected script reply: status %d with %d items", status, len(items))
+	return casReply{}, fmt.Errorf("unexpected script reply: status %q with %d more bytes", status, len(rest))
 }
 
 // decodeGet checks and decodes getScript's reply: the record (an error
 // wrapping errForeign for a value that is not ours) and the server's
 // clock.
-func decodeGet(reply any) (storage.Record, time.Time, error) {
-	items, ok := reply.([]any)
-	if !ok || len(items) < 2 || len(items) > 3 {
-		return storage.Record{}, time.Time{}, fmt.Errorf("unexpected script reply %T %v", reply, reply)
-	}
-	now, err := decodeTime(items[0], items[1])
+func decodeGet(reply string) (storage.Record, time.Time, error) {
+	status, now, rest, err := decodeHead(reply, true)
 	if err != nil {
 		return storage.Record{}, time.Time{}, err
 	}
-	if len(items) == 2 {
+	switch {
+	case status == statusConflict && rest == "":
 		return storage.Record{}, now, nil
-	}
-	s, ok := items[2].(string)
-	if !ok {
+	case status == statusSwapped:
+		rec, err := decodeStored(rest)
+		return rec, now, err
+	case status == statusForeign && rest == "":
 		return storage.Record{}, now, errForeign // another Redis type
 	}
-	rec, err := decodeStored(s)
-	return rec, now, err
+	return storage.Record{}, time.Time{}, fmt.Errorf("unexpected script reply: status %q with %d more bytes", status, len(rest))
 }
 
-// decodeTime reads the two strings of Redis TIME.
-func decodeTime(secs, micros any) (time.Time, error) {
-	ss, ok1 := secs.(string)
-	us, ok2 := micros.(string)
-	if !ok1 || !ok2 {
-		return time.Time{}, fmt.Errorf("unexpected server time in script reply: %T %T", secs, micros)
+// decodeHead splits a script reply into its status byte, the server's
+// clock (when timed) and the rest.
+func decodeHead(reply string, timed bool) (status byte, now time.Time, rest string, err error) {
+	if reply == "" {
+		return 0, time.Time{}, "", errors.New("empty script reply")
 	}
-	s, err1 := strconv.ParseInt(ss, 10, 64)
-	u, err2 := strconv.ParseInt(us, 10, 64)
+	status, rest = reply[0], reply[1:]
+	if !timed {
+		return status, time.Time{}, rest, nil
+	}
+	secs, rest, ok1 := strings.Cut(rest, " ")
+	micros, rest, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 {
+		return 0, time.Time{}, "", fmt.Errorf("no server time in script reply %q", reply)
+	}
+	now, err = decodeTime(secs, micros)
+	return status, now, rest, err
+}
+
+// decodeTime reads the two numbers of Redis TIME.
+func decodeTime(secs, micros string) (time.Time, error) {
+	s, err1 := strconv.ParseInt(secs, 10, 64)
+	u, err2 := strconv.ParseInt(micros, 10, 64)
 	if err1 != nil || err2 != nil || u < 0 || u >= 1e6 {
-		return time.Time{}, fmt.Errorf("unexpected server time in script reply: %q %q", ss, us)
+		return time.Time{}, fmt.Errorf("unexpected server time in script reply: %q %q", secs, micros)
 	}
 	return time.Unix(s, u*1000), nil
 }
@@ -157,7 +152,7 @@ func decodeDelete(reply any) (foreign bool, err error) {
 	switch status {
 	case 0, 1:
 		return false, nil
-	case statusForeign:
+	case 2:
 		return true, nil
 	}
 	return false, fmt.Errorf("unexpected script status %d", status)
