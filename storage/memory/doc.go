@@ -15,7 +15,9 @@
 // Every record expires after the time to live of the CompareAndSwap that
 // wrote it, measured on the monotonic clock, so changes of the wall clock
 // neither expire records early nor keep them late. An expired record
-// reads as absent at once, from Get and CompareAndSwap alike; its memory
+// reads as absent at once, from Get, CompareAndSwap and Hold alike (each
+// reads the clock before it waits for the record's lock, so a record that
+// expires during that wait is still seen); its memory
 // is reclaimed by the janitor, a goroutine that sweeps the store every
 // second (see WithSweepInterval), locking one record at a time, so a burst
 // of a million keys touched once costs memory only until their time to

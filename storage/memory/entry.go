@@ -21,14 +21,16 @@ type entry struct {
 	// whoever locks it then looks the key up again.
 	dead    bool
 	shared  bool
+	written bool // by CompareAndSwap or Commit, ever
 	version uint64 // of the record; of the last removed entry when none was written yet
 	expires int64  // on the store's monotonic clock; 0 (past) when no record
 	value   []byte
 
-	// A hold (see Store.Hold): the time it began, on the monotonic clock,
-	// and the store's start in Unix nanoseconds, for Now.
-	now  int64
-	base int64
+	// The time a hold began (see Store.Hold), on the monotonic clock.
+	now int64
+	// The entry's table and its key there.
+	table *table
+	key   string
 	// buf is the buffer Buffer hands to holders, made on first use.
 	buf []byte
 	// inline holds a small value that Commit wrote, so that the entry and
@@ -52,7 +54,7 @@ func (e *entry) Record() storage.Record {
 }
 
 // Now returns the time the hold began, in Unix nanoseconds.
-func (e *entry) Now() int64 { return e.base + e.now }
+func (e *entry) Now() int64 { return e.table.base + e.now }
 
 // Buffer returns an empty buffer owned by the entry.
 func (e *entry) Buffer() []byte {
@@ -78,14 +80,19 @@ func (e *entry) Commit(value []byte, ttl time.Duration) uint64 {
 		e.buf = make([]byte, 0, len(value)) // the next hold's buffer fits
 	}
 	e.version++
-	e.expires, e.shared = expiry(e.now, ttl), false
+	e.expires, e.shared, e.written = expiry(e.now, ttl), false, true
 	v := e.version
 	e.mu.Unlock()
 	return v
 }
 
-// Release unlocks the entry without writing.
+// Release unlocks the entry without writing. An entry that Hold made for
+// an absent key and nobody wrote leaves the map again: reading absent
+// keys (Peek) must not fill the store.
 func (e *entry) Release() {
+	if !e.written {
+		e.table.remove(e.key, e)
+	}
 	e.mu.Unlock()
 }
 

@@ -109,22 +109,29 @@ func (t *table) find(key string, create bool) *entry {
 			if !create {
 				return nil
 			}
-			// Read after the miss: every entry removed before it is
-			// counted in removed.
-			fresh := &entry{version: t.removed.Load(), base: t.base}
-			var loaded bool
 			// The key may point into the caller's buffer: the map keeps
 			// a copy.
-			if v, loaded = t.m.LoadOrStore(strings.Clone(key), fresh); !loaded {
+			fresh := &entry{table: t, key: strings.Clone(key)}
+			var loaded bool
+			if v, loaded = t.m.LoadOrStore(fresh.key, fresh); !loaded {
 				t.count.Add(1)
 			}
 		}
 		e := v.(*entry)
 		e.mu.Lock()
-		if !e.dead {
-			return e
+		if e.dead {
+			e.mu.Unlock() // removed meanwhile: look again
+			continue
 		}
-		e.mu.Unlock() // removed meanwhile: look again
+		if !e.written {
+			// An entry not written yet starts above every entry removed
+			// before it was inserted: each one raised removed before
+			// leaving the map, and so before this insert and this lock.
+			// (Read at creation instead, removed could miss an entry of
+			// the same key made, written and removed in between.)
+			e.version = max(e.version, t.removed.Load())
+		}
+		return e
 	}
 }
 
@@ -192,7 +199,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 	e.value = make([]byte, len(value))
 	copy(e.value, value)
 	e.version++
-	e.expires, e.shared = expiry(now, ttl), true
+	e.expires, e.shared, e.written = expiry(now, ttl), true, true
 	return storage.Record{Value: e.value, Version: e.version}, true, nil
 }
 
@@ -256,7 +263,8 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 }
 
 // Len returns the number of records held, including expired ones the
-// janitor has not removed yet. It is meant for monitoring and tests.
+// janitor has not removed yet (and, for an instant, keys held by Hold
+// that were never written). It is meant for monitoring and tests.
 func (s *Store) Len() int {
 	return int(s.t.count.Load())
 }
