@@ -21,7 +21,7 @@ type entry struct {
 	// whoever locks it then looks the key up again.
 	dead    bool
 	shared  bool
-	written bool // by CompareAndSwap or Commit, ever
+	written bool   // by CompareAndSwap or Commit, ever
 	version uint64 // of the record; of the last removed entry when none was written yet
 	expires int64  // on the store's monotonic clock; 0 (past) when no record
 	value   []byte
