@@ -240,7 +240,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			}
 			return d, st, nil, false
 		}
-		s.buf = encodeState(s.buf[:0], l.fp, l.rules, &next)
+		s.buf = encodeStateV1(s.buf[:0], l.fp, l.rules, &next) // see formatV2
 		st.calls++
 		ttl := retention(l.rules, &next, now)
 		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, ttl)

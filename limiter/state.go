@@ -17,8 +17,11 @@ import (
 //
 // Fixed-width fields cost a few bytes more than varints and make encoding
 // and decoding a handful of loads and stores, which matters on the
-// in-process path. Records of formatV1, where the time is a zig-zag
-// varint and each level two uvarints, are still read. Buckets appear in
+// in-process path. In formatV1 the time is a zig-zag varint and each level
+// two uvarints. Both are read. formatV2 is written only to in-process
+// stores, whose records no other program reads; stores shared between
+// processes still get formatV1, so that processes of an earlier release,
+// which know only formatV1, go on reading them during a rolling upgrade. Buckets appear in
 // the limiter's canonical order, which the fingerprint pins. A new format
 // takes a new version byte; decoders reject versions they do not know
 // rather than guess.
@@ -51,6 +54,18 @@ func encodeState(dst []byte, fp uint32, rules []Bucket, s *state) []byte {
 	for i := range rules {
 		dst = binary.BigEndian.AppendUint64(dst, uint64(s.levels[i].whole))
 		dst = binary.BigEndian.AppendUint64(dst, uint64(s.levels[i].frac))
+	}
+	return dst
+}
+
+// encodeStateV1 appends the record of s to dst, in formatV1.
+func encodeStateV1(dst []byte, fp uint32, rules []Bucket, s *state) []byte {
+	dst = append(dst, formatV1)
+	dst = binary.BigEndian.AppendUint32(dst, fp)
+	dst = binary.AppendVarint(dst, s.at)
+	for i := range rules {
+		dst = binary.AppendUvarint(dst, uint64(s.levels[i].whole))
+		dst = binary.AppendUvarint(dst, uint64(s.levels[i].frac))
 	}
 	return dst
 }

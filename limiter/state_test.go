@@ -2,10 +2,13 @@ package limiter
 
 import (
 	"bytes"
-	"encoding/binary"
+	"context"
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
 )
 
 func TestStateRoundTrip(t *testing.T) {
@@ -28,26 +31,15 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-// encodeV1 writes s in formatV1, which records written before formatV2
-// hold.
-func encodeV1(fp uint32, rules []Bucket, s *state) []byte {
-	dst := binary.BigEndian.AppendUint32([]byte{formatV1}, fp)
-	dst = binary.AppendVarint(dst, s.at)
-	for i := range rules {
-		dst = binary.AppendUvarint(dst, uint64(s.levels[i].whole))
-		dst = binary.AppendUvarint(dst, uint64(s.levels[i].frac))
-	}
-	return dst
-}
-
-// Records of the first format still decode, and are checked as closely.
+// Records of the first format, which shared stores get, decode and are
+// checked as closely.
 func TestDecodeStateV1(t *testing.T) {
 	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
 	fp := fingerprint(rules)
 	st := fullState(rules, -42)
 	st.levels[0] = level{whole: 2, frac: 123}
 	st.levels[1] = level{whole: 0, frac: int64(MaxPeriod) - 1}
-	rec := encodeV1(fp, rules, &st)
+	rec := encodeStateV1(nil, fp, rules, &st)
 	if got, err := decodeState(rec, fp, rules); err != nil || got != st {
 		t.Fatalf("decode(v1 %+v) = %+v, %v", st, got, err)
 	}
@@ -60,7 +52,7 @@ func TestDecodeStateV1(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"trailing":  append(bytes.Clone(rec), 0),
 		"truncated": rec[:len(rec)-1],
-		"too many":  encodeV1(fp, rules, &bad),
+		"too many":  encodeStateV1(nil, fp, rules, &bad),
 	} {
 		if _, err := decodeState(b, fp, rules); err == nil || err == errOtherBuckets {
 			t.Errorf("v1 %s: err = %v, want a decode error", name, err)
@@ -166,4 +158,32 @@ func FuzzDecide(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Shared stores get formatV1, which earlier releases read; in-process
+// stores get formatV2.
+func TestFormatWritten(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	defer mem.Close()
+	for _, c := range []struct {
+		name  string
+		store storage.Store
+		want  byte
+	}{
+		{"shared", struct{ storage.Store }{mem}, formatV1},
+		{"in-process", mem, formatV2},
+	} {
+		l, err := New(c.store, []Bucket{{Capacity: 5, Period: time.Minute}}, WithName(c.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Allow(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := mem.Get(ctx, l.prefix+"k")
+		if err != nil || rec.Version == 0 || rec.Value[0] != c.want {
+			t.Errorf("%s store: record %v, %v; want format %d", c.name, rec, err, c.want)
+		}
+	}
 }
