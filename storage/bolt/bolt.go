@@ -355,7 +355,7 @@ type writeOp struct {
 	ttl      time.Duration
 
 	state atomic.Int32
-	done  chan struct{}
+	done  chan struct{} // nil for a lone writer's own transaction
 
 	// Written by the transaction before done is closed.
 	rec     storage.Record
@@ -375,15 +375,17 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 	if s.closed {
 		return closedError(op.name, op.key)
 	}
-	op.done = make(chan struct{})
 	s.queueMu.Lock()
 	if !s.busy {
+		// A lone writer commits in its own goroutine and needs no done
+		// channel: nobody else ever holds op.
 		s.busy = true
 		s.queueMu.Unlock()
 		s.commit([]*writeOp{op})
 		s.handOff()
 		return op.err
 	}
+	op.done = make(chan struct{})
 	s.queue = append(s.queue, op)
 	s.queueMu.Unlock()
 	select {
@@ -481,7 +483,9 @@ func (s *Store) commit(batch []*writeOp) {
 			// The commit failed: the write may or may not be on disk.
 			op.err = unavailableError(op.name, op.key, err)
 		}
-		close(op.done)
+		if op.done != nil {
+			close(op.done)
+		}
 	}
 }
 
@@ -520,13 +524,16 @@ func (s *Store) apply(b *bbolt.Bucket, op *writeOp, now time.Time) {
 		op.err = unavailableError(op.name, op.key, err)
 		return
 	}
-	if err := b.Put(key, encodeRecord(next, expiryAt(now, op.ttl), op.value)); err != nil {
+	enc := encodeRecord(next, expiryAt(now, op.ttl), op.value)
+	if err := b.Put(key, enc); err != nil {
 		op.err = unavailableError(op.name, op.key, err)
 		return
 	}
 	op.wrote = true
 	op.swapped = true
-	op.rec = record{version: next, value: op.value}.export()
+	// enc is ours, not the transaction's: bbolt copies it into its pages
+	// and never writes to it, so its value part is the copy to return.
+	op.rec = storage.Record{Value: enc[headerLen:len(enc):len(enc)], Version: next}
 }
 
 // Record states as lookup finds them.
