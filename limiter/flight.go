@@ -28,8 +28,8 @@ type stats struct {
 	cached  bool // denied from the cache
 }
 
-// do decides o on key: from the cache when it can only be a denial,
-// otherwise in a flight of its own or in the batch of another call's.
+// do decides o on key, writing the Decision to *d: in an in-process store
+// under its hold on the key, or else through the compare-and-swap loop.
 func (l *Limiter) do(ctx context.Context, key string, o op, d *Decision) (stats, error) {
 	if l.inPlace != nil {
 		return l.local(ctx, key, o, d)
@@ -40,7 +40,9 @@ func (l *Limiter) do(ctx context.Context, key string, o op, d *Decision) (stats,
 	return st, err
 }
 
-// remote is do on a store that is not in-process.
+// remote is do on a store that is not in-process: from the cache when it
+// can only be a denial, otherwise in a flight of its own or in the batch
+// of another call's.
 func (l *Limiter) remote(ctx context.Context, key string, o op) (Decision, stats, error) {
 	// The clock is read before the key's lock is taken, to keep the lock
 	// short; a caller that then finds a later time stored sees no refill,
@@ -303,21 +305,10 @@ func (l *Limiter) apply(s *state, now int64, o op) (Decision, bool) {
 // the store: holds exclude each other, so there is no conflict to retry,
 // no batching and no cache, and the decision allocates nothing.
 func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (stats, error) {
-	var now int64
-	if !l.storeNow {
-		now = l.now() // a clock of the caller's is not read under the store's lock
-	}
-	h, err := l.inPlace.Hold(ctx, l.prefix, key)
+	var st state
+	h, now, err := l.hold(ctx, key, &st)
 	if err != nil {
 		return stats{calls: 1}, err
-	}
-	if l.storeNow {
-		now = h.Now()
-	}
-	var st state
-	if err := l.decodeInto(&st, h.Record(), now); err != nil {
-		h.Release()
-		return stats{calls: 1}, l.corrupt(l.prefix+key, err)
 	}
 	var ttl time.Duration
 	if o.refund {
@@ -337,23 +328,36 @@ func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (sta
 
 // peekLocal is Peek's read on an in-process store.
 func (l *Limiter) peekLocal(ctx context.Context, key string) (state, int64, error) {
+	var st state
+	h, now, err := l.hold(ctx, key, &st)
+	if err != nil {
+		return state{}, 0, err
+	}
+	h.Release()
+	return st, now, nil
+}
+
+// hold holds key's record in the in-process store and decodes it into
+// *st, which must be the zero state; it returns the hold and the time to
+// decide at: the store's clock, read by the hold, unless the limiter was
+// given a clock. On error nothing is held.
+func (l *Limiter) hold(ctx context.Context, key string, st *state) (storage.Held, int64, error) {
 	var now int64
 	if !l.storeNow {
-		now = l.now()
+		now = l.now() // a clock of the caller's is not read under the store's lock
 	}
 	h, err := l.inPlace.Hold(ctx, l.prefix, key)
 	if err != nil {
-		return state{}, 0, err
+		return nil, 0, err
 	}
 	if l.storeNow {
 		now = h.Now()
 	}
-	st, err := l.decodeRecord(h.Record(), now)
-	h.Release()
-	if err != nil {
-		return state{}, 0, l.corrupt(l.prefix+key, err)
+	if err := l.decodeInto(st, h.Record(), now); err != nil {
+		h.Release()
+		return nil, 0, l.corrupt(l.prefix+key, err)
 	}
-	return st, now, nil
+	return h, now, nil
 }
 
 // deadline is now+ttl, saturated.

@@ -423,21 +423,15 @@ func (l *Limiter) check(key string, cost int64) error {
 // decode turns a stored record into a state; an absent record, or one
 // written for other buckets, is a full bucket at now.
 func (l *Limiter) decode(storeKey string, rec storage.Record, now int64) (state, error) {
-	st, err := l.decodeRecord(rec, now)
-	if err != nil {
+	var st state
+	if err := l.decodeInto(&st, rec, now); err != nil {
 		return st, l.corrupt(storeKey, err)
 	}
 	return st, nil
 }
 
-// decodeRecord is decode with the bare reason of a failure.
-func (l *Limiter) decodeRecord(rec storage.Record, now int64) (state, error) {
-	var st state
-	err := l.decodeInto(&st, rec, now)
-	return st, err
-}
-
-// decodeInto is decodeRecord into *st, which must be the zero state.
+// decodeInto is decode into *st, which must be the zero state, with the
+// bare reason of a failure.
 func (l *Limiter) decodeInto(st *state, rec storage.Record, now int64) error {
 	if rec.Version != 0 {
 		err := decodeInto(st, rec.Value, l.fp, l.rules)

@@ -11,42 +11,38 @@ import (
 	"github.com/sluice-go/sluice/storage/memory"
 )
 
+// Both formats round-trip, and are checked against the buckets: formatV2,
+// which in-process stores get, and formatV1, which shared stores get.
 func TestStateRoundTrip(t *testing.T) {
 	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
 	fp := fingerprint(rules)
 	st := fullState(rules, -42)
 	st.levels[0] = level{whole: 2, frac: 123}
 	st.levels[1] = level{whole: 0, frac: int64(MaxPeriod) - 1}
-	rec := encodeState(nil, fp, rules, &st)
-	got, err := decodeState(rec, fp, rules)
-	if err != nil || got != st {
-		t.Fatalf("decode(encode(%+v)) = %+v, %v", st, got, err)
-	}
-	if _, err := decodeState(rec, fp, rules[:1]); err == nil {
-		t.Errorf("decoding two buckets as one: no error")
-	}
 	other := []Bucket{{Capacity: 6, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
-	if _, err := decodeState(rec, fingerprint(other), other); err != errOtherBuckets {
-		t.Errorf("decoding for other buckets: %v, want errOtherBuckets", err)
+	for name, encode := range map[string]func([]byte, uint32, []Bucket, *state) []byte{"v2": encodeState, "v1": encodeStateV1} {
+		rec := encode(nil, fp, rules, &st)
+		got, err := decodeState(rec, fp, rules)
+		if err != nil || got != st {
+			t.Fatalf("%s: decode(encode(%+v)) = %+v, %v", name, st, got, err)
+		}
+		if _, err := decodeState(rec, fp, rules[:1]); err == nil {
+			t.Errorf("%s: decoding two buckets as one: no error", name)
+		}
+		if _, err := decodeState(rec, fingerprint(other), other); err != errOtherBuckets {
+			t.Errorf("%s: decoding for other buckets: %v, want errOtherBuckets", name, err)
+		}
 	}
 }
 
-// Records of the first format, which shared stores get, decode and are
-// checked as closely.
-func TestDecodeStateV1(t *testing.T) {
+// Records of the first format are checked as closely as the second's.
+func TestDecodeStateV1Rejects(t *testing.T) {
 	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
 	fp := fingerprint(rules)
 	st := fullState(rules, -42)
 	st.levels[0] = level{whole: 2, frac: 123}
 	st.levels[1] = level{whole: 0, frac: int64(MaxPeriod) - 1}
 	rec := encodeStateV1(nil, fp, rules, &st)
-	if got, err := decodeState(rec, fp, rules); err != nil || got != st {
-		t.Fatalf("decode(v1 %+v) = %+v, %v", st, got, err)
-	}
-	other := []Bucket{{Capacity: 6, Period: 10 * time.Second}, {Capacity: MaxCapacity, Period: MaxPeriod}}
-	if _, err := decodeState(rec, fingerprint(other), other); err != errOtherBuckets {
-		t.Errorf("v1 for other buckets: %v, want errOtherBuckets", err)
-	}
 	bad := st
 	bad.levels[0] = level{whole: 6}
 	for name, b := range map[string][]byte{

@@ -189,10 +189,10 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 		return storage.Record{}, false, nil // absent, and a version was expected
 	}
 	defer e.mu.Unlock()
-	if live := e.expires > now; live && e.version != expected || !live && expected != 0 {
-		if !live {
-			return storage.Record{}, false, nil
-		}
+	switch live := e.expires > now; {
+	case !live && expected != 0:
+		return storage.Record{}, false, nil // absent
+	case live && e.version != expected:
 		e.shared = true
 		return storage.Record{Value: e.value, Version: e.version}, false, nil
 	}

@@ -840,6 +840,23 @@ func fillInFlight(t *testing.T, s *redis.Store, g *gate, wg *sync.WaitGroup) {
 	g.wait(t, redis.MaxInFlight)
 }
 
+// gatedStore adds a gate to client and returns a store over it whose
+// compare-and-swap script is loaded (by a swap on "warm"), so that every
+// EVALSHA that follows runs.
+func gatedStore(t *testing.T, client *goredis.Client) (*redis.Store, *gate) {
+	t.Helper()
+	g := newGate()
+	client.AddHook(g)
+	s, err := redis.New(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CompareAndSwap(t.Context(), "warm", 0, []byte("warm"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return s, g
+}
+
 // waitQueued waits until n calls of s are queued.
 func waitQueued(t *testing.T, s *redis.Store, n int) {
 	t.Helper()
@@ -944,15 +961,7 @@ func TestPipelineCallerGivesUp(t *testing.T) {
 	ctx := t.Context()
 	srv := testbackend.StartRedis(t)
 	client := ownClient(t, srv.Addr())
-	g := newGate()
-	client.AddHook(g)
-	s, err := redis.New(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.CompareAndSwap(ctx, "warm", 0, []byte("warm"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	s, g := gatedStore(t, client)
 	var held, wg sync.WaitGroup
 	fillInFlight(t, s, g, &held)
 	const n = 10
@@ -1001,15 +1010,7 @@ func TestLostPipelineRepliesAreUnavailable(t *testing.T) {
 	direct := ownClient(t, srv.Addr())
 	p := startProxy(t, srv.Addr())
 	client := ownClient(t, p.addr()) // MaxRetries is the default (3)
-	g := newGate()
-	client.AddHook(g)
-	s, err := redis.New(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.CompareAndSwap(ctx, "warm", 0, []byte("warm"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	s, g := gatedStore(t, client)
 	// Open a connection of the client's pipeline pool, so that the reply
 	// the proxy cuts is the pipeline's, not a new connection's handshake.
 	if _, err := client.Pipelined(ctx, func(p goredis.Pipeliner) error { return p.Ping(ctx).Err() }); err != nil {
