@@ -35,7 +35,7 @@ type InPlaceStore interface {
 	// returns it held, or an error, with nothing held, if ctx is done or
 	// the store is closed. The holder must end the hold with exactly one
 	// call of Commit or Release, soon and without blocking in between:
-	// other keys may wait on the same lock.
+	// other callers may wait on the same lock.
 	Hold(ctx context.Context, prefix, key string) (Held, error)
 }
 
@@ -48,8 +48,11 @@ type Held interface {
 	// Now returns the store's clock, read when the hold began, in Unix
 	// nanoseconds. It is the clock the store expires records by.
 	Now() int64
-	// Buffer returns an empty slice owned by the store, which the holder
-	// may use to build the value it commits.
+	// Buffer returns an empty slice owned by the store, in which the
+	// holder may build the value it commits. It may share memory with
+	// the held record's Value, so that committing copies nothing: a
+	// holder reads the record before it calls Buffer, and once it has
+	// written into the buffer, it must end the hold with Commit.
 	Buffer() []byte
 	// Commit stores a copy of value under the key, to expire ttl after
 	// Now, with a new version, which it returns, and ends the hold.

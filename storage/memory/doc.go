@@ -35,8 +35,9 @@
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Records are found in a sync.Map,
-// which takes no lock to read, and each record has its own lock, held only
+// A Store is safe for concurrent use. Records are found in a hash
+// table that takes no lock to read (only inserts and removals take one),
+// and each record has its own lock, held only
 // while it is read or written: goroutines that use different keys never
 // wait for each other, and the cores they run on do not pass a shared
 // lock around. Get allocates nothing; CompareAndSwap allocates only the

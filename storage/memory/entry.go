@@ -13,29 +13,38 @@ const sweepChunk = 512
 
 // entry is one key's record and lock. A value that was handed out (by Get
 // or CompareAndSwap) is never modified again: shared marks it, and the
-// next write stores a new slice. Only Commit, which hands nothing out,
-// overwrites an unshared value.
+// next write stores a new slice. Only a hold, which hands nothing out,
+// writes over an unshared value, and builds it in place: Buffer hands out
+// memory of the entry's and Commit keeps the value there.
 type entry struct {
+	// The fields a decision writes come first, next to each other.
 	mu sync.Mutex
 	// dead marks an entry taken out of the map (Delete, the janitor):
 	// whoever locks it then looks the key up again.
 	dead    bool
 	shared  bool
-	written bool   // by CompareAndSwap or Commit, ever
-	version uint64 // of the record; of the last removed entry when none was written yet
-	expires int64  // on the store's monotonic clock; 0 (past) when no record
-	value   []byte
-
+	written bool // by CompareAndSwap or Commit, ever
+	// inlineGone marks inline memory that was handed out (as a shared
+	// value): it is never written again.
+	inlineGone bool
+	// version is the record's; the last removed entry's when none was
+	// written yet.
+	version uint64
+	expires int64 // on the store's monotonic clock; 0 (past) when no record
 	// The time a hold began (see Store.Hold), on the monotonic clock.
-	now int64
-	// The entry's table and its key there.
-	table *table
-	key   string
-	// buf is the buffer Buffer hands to holders, made on first use.
-	buf []byte
-	// inline holds a small value that Commit wrote, so that the entry and
+	now   int64
+	value []byte
+	// inline holds a small value written by a hold, so that the entry and
 	// its value share cache lines and one allocation.
 	inline [inlineSize]byte
+
+	// The key's hash, the key and the entry's table, read by lookups.
+	hash  uint64
+	key   string
+	table *table
+	// buf is the buffer Buffer hands to holders when the value was
+	// shared, made on first use.
+	buf []byte
 }
 
 // inlineSize is the largest value kept inside its entry: a one-bucket
@@ -56,27 +65,50 @@ func (e *entry) Record() storage.Record {
 // Now returns the time the hold began, in Unix nanoseconds.
 func (e *entry) Now() int64 { return e.table.base + e.now }
 
-// Buffer returns an empty buffer owned by the entry.
+// Buffer returns an empty buffer owned by the entry: its inline memory
+// unless that holds a value that was handed out, else the memory of its
+// value unless that was handed out, else a buffer of its own.
 func (e *entry) Buffer() []byte {
-	if e.buf == nil {
+	switch {
+	case e.inlineFree():
+		return e.inline[:0]
+	case !e.shared:
+		return e.value[:0]
+	case e.buf == nil:
 		e.buf = make([]byte, 0, 64)
 	}
 	return e.buf[:0]
 }
 
-// Commit stores a copy of value for the held key and unlocks the entry.
-// The memory of the value it replaces is reused unless it was handed out.
+// inlineFree reports whether the inline memory may be written: it was
+// never handed out, or holds the current value, unshared.
+func (e *entry) inlineFree() bool {
+	return !e.inlineGone && !(e.shared && sameStart(e.value, e.inline[:]))
+}
+
+// Commit stores value for the held key and unlocks the entry. A value
+// built in place (see Buffer) is kept where it is; any other is copied,
+// into memory that was never handed out.
 func (e *entry) Commit(value []byte, ttl time.Duration) uint64 {
+	if e.shared && sameStart(e.value, e.inline[:]) {
+		e.inlineGone = true // handed out with the value: never written again
+	}
 	switch {
+	case !e.inlineGone && len(value) <= inlineSize && sameStart(value, e.inline[:]):
+		e.value = value[:len(value):len(value)]
+	case !e.shared && sameStart(value, e.value):
+		e.value = value
 	case !e.shared && cap(e.value) >= len(value):
 		e.value = e.value[:len(value)]
-	case e.value == nil && len(value) <= inlineSize:
+		copy(e.value, value)
+	case !e.inlineGone && len(value) <= inlineSize:
 		e.value = e.inline[:len(value):len(value)]
+		copy(e.value, value)
 	default:
 		e.value = make([]byte, len(value))
+		copy(e.value, value)
 	}
-	copy(e.value, value)
-	if cap(e.buf) < len(value) {
+	if e.shared && cap(e.buf) < len(value) {
 		e.buf = make([]byte, 0, len(value)) // the next hold's buffer fits
 	}
 	e.version++
@@ -86,12 +118,17 @@ func (e *entry) Commit(value []byte, ttl time.Duration) uint64 {
 	return v
 }
 
+// sameStart reports whether a and b begin at the same byte of memory.
+func sameStart(a, b []byte) bool {
+	return cap(a) > 0 && cap(b) > 0 && &a[:1][0] == &b[:1][0]
+}
+
 // Release unlocks the entry without writing. An entry that Hold made for
 // an absent key and nobody wrote leaves the map again: reading absent
 // keys (Peek) must not fill the store.
 func (e *entry) Release() {
 	if !e.written {
-		e.table.remove(e.key, e)
+		e.table.remove(e)
 	}
 	e.mu.Unlock()
 }
@@ -102,11 +139,10 @@ func (t *table) sweep(now func() int64, stop <-chan struct{}) bool {
 	n := 0
 	stopped := false
 	cut := now()
-	t.m.Range(func(k, v any) bool {
-		e := v.(*entry)
+	t.idx.each(func(e *entry) bool {
 		e.mu.Lock()
 		if !e.dead && e.expires <= cut {
-			t.remove(k.(string), e)
+			t.remove(e)
 		}
 		e.mu.Unlock()
 		if n++; n == sweepChunk {

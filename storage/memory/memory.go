@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -54,12 +52,11 @@ type Store struct {
 // table is what the janitor shares with the Store: it must not reference
 // the Store, so that a Store dropped without Close can be collected.
 type table struct {
-	m sync.Map // string -> *entry
+	idx *index
 	// removed is the highest version of any entry taken out of m: a new
 	// entry starts above it, so a key's versions grow across Delete and
 	// expiry.
 	removed atomic.Uint64
-	count   atomic.Int64 // entries in m
 	closed  atomic.Bool
 	base    int64 // the store's start, Unix nanoseconds
 }
@@ -81,7 +78,7 @@ func New(opts ...Option) *Store {
 	}
 	start := time.Now()
 	s := &Store{
-		t:     &table{base: start.UnixNano()},
+		t:     &table{idx: newIndex(), base: start.UnixNano()},
 		start: start,
 		jan:   &janitor{every: every, stop: make(chan struct{}), done: make(chan struct{})},
 	}
@@ -103,21 +100,15 @@ func (s *Store) now() int64 {
 // find returns the entry of key, locked and in the map, or nil if there
 // is none and create is false. A created entry holds no record.
 func (t *table) find(key string, create bool) *entry {
+	h := t.idx.hash(key)
 	for {
-		v, ok := t.m.Load(key)
-		if !ok {
+		e := t.idx.lookup(h, key)
+		if e == nil {
 			if !create {
 				return nil
 			}
-			// The key may point into the caller's buffer: the map keeps
-			// a copy.
-			fresh := &entry{table: t, key: strings.Clone(key)}
-			var loaded bool
-			if v, loaded = t.m.LoadOrStore(fresh.key, fresh); !loaded {
-				t.count.Add(1)
-			}
+			e = t.idx.insert(h, key, t)
 		}
-		e := v.(*entry)
 		e.mu.Lock()
 		if e.dead {
 			e.mu.Unlock() // removed meanwhile: look again
@@ -136,7 +127,7 @@ func (t *table) find(key string, create bool) *entry {
 }
 
 // remove takes e, locked, out of the map.
-func (t *table) remove(key string, e *entry) {
+func (t *table) remove(e *entry) {
 	e.dead = true
 	for {
 		old := t.removed.Load()
@@ -144,9 +135,7 @@ func (t *table) remove(key string, e *entry) {
 			break
 		}
 	}
-	if t.m.CompareAndDelete(key, e) {
-		t.count.Add(-1)
-	}
+	t.idx.remove(e)
 }
 
 // Get returns the record stored under key, or Version 0 if it is absent or
@@ -256,7 +245,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return errClosed("delete", key)
 	}
 	if e := s.t.find(key, false); e != nil {
-		s.t.remove(key, e)
+		s.t.remove(e)
 		e.mu.Unlock()
 	}
 	return nil
@@ -266,7 +255,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // janitor has not removed yet (and, for an instant, keys held by Hold
 // that were never written). It is meant for monitoring and tests.
 func (s *Store) Len() int {
-	return int(s.t.count.Load())
+	return s.t.idx.len()
 }
 
 // Close stops the janitor, waits for it to return and drops every record.
@@ -276,8 +265,7 @@ func (s *Store) Close() error {
 	s.t.closed.Store(true)
 	s.jan.halt()
 	<-s.jan.done
-	s.t.m.Clear()
-	s.t.count.Store(0)
+	s.t.idx.clear()
 	return nil
 }
 

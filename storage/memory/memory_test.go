@@ -1,8 +1,10 @@
 package memory_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"strings"
@@ -589,5 +591,56 @@ func TestHoldAllocations(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per hold and commit, want 0", allocs)
+	}
+}
+
+// TestHandedOutValuesUnderChurn mixes holds, Gets and compare-and-swaps
+// with values of every size around the inline limit: every value handed
+// out keeps its bytes, and every read sees the last write.
+func TestHandedOutValuesUnderChurn(t *testing.T) {
+	s := memory.New()
+	defer s.Close()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	type handed struct{ got, want []byte }
+	var out []handed
+	var last []byte
+	for i := range 20_000 {
+		n := 1 + rng.IntN(48)
+		value := bytes.Repeat([]byte{byte('a' + i%26)}, n)
+		switch rng.IntN(4) {
+		case 0, 1:
+			h, err := s.Hold(ctx, "p:", "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec := h.Record(); !bytes.Equal(rec.Value, last) {
+				t.Fatalf("step %d: hold reads %q, want %q", i, rec.Value, last)
+			}
+			h.Commit(append(h.Buffer(), value...), time.Hour)
+			last = value
+		case 2:
+			rec, err := s.Get(ctx, "p:k")
+			if err != nil || !bytes.Equal(rec.Value, last) {
+				t.Fatalf("step %d: Get = %q, %v; want %q", i, rec.Value, err, last)
+			}
+			out = append(out, handed{rec.Value, bytes.Clone(rec.Value)})
+		case 3:
+			rec, err := s.Get(ctx, "p:k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur, ok, err := s.CompareAndSwap(ctx, "p:k", rec.Version, value, time.Hour)
+			if err != nil || !ok {
+				t.Fatalf("step %d: swap: %v %v", i, ok, err)
+			}
+			out = append(out, handed{cur.Value, bytes.Clone(value)})
+			last = value
+		}
+	}
+	for i, h := range out {
+		if !bytes.Equal(h.got, h.want) {
+			t.Fatalf("value %d handed out as %q is now %q", i, h.want, h.got)
+		}
 	}
 }

@@ -1,0 +1,169 @@
+package memory
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// index maps keys to entries. A lookup takes no lock: it reads an
+// open-addressed table of atomic pointers (linear probing). Inserts and
+// removals take mu, and replace the table by a copy when it fills up or
+// empties out. So a lookup may read a table that is no longer current:
+// it can find an entry removed since, which is why an entry carries dead
+// and its finder checks it under the entry's lock, and it can miss one
+// inserted since, which is why a miss is looked up again under mu before
+// anything is inserted.
+type index struct {
+	seed maphash.Seed
+	tab  atomic.Pointer[slots]
+	n    atomic.Int64 // entries in the index
+
+	mu   sync.Mutex
+	used int // slots of tab not nil, entries and tombstones (guarded by mu)
+}
+
+// slots is one table of the index; its length is a power of two, and at
+// least a quarter of it is nil, so every probe ends.
+type slots []atomic.Pointer[entry]
+
+// tomb marks the slot of a removed entry: probes go on past it.
+var tomb = new(entry)
+
+// minSlots is the smallest table.
+const minSlots = 16
+
+func newIndex() *index {
+	x := &index{seed: maphash.MakeSeed()}
+	x.tab.Store(newSlots(minSlots))
+	return x
+}
+
+func newSlots(n int) *slots {
+	s := make(slots, n)
+	return &s
+}
+
+// hash returns the hash of key in x.
+func (x *index) hash(key string) uint64 {
+	return maphash.String(x.seed, key)
+}
+
+// lookup returns the entry of key, whose hash is h, or nil.
+func (x *index) lookup(h uint64, key string) *entry {
+	return lookupIn(*x.tab.Load(), h, key)
+}
+
+func lookupIn(s slots, h uint64, key string) *entry {
+	mask := uint64(len(s) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		e := s[i].Load()
+		if e == nil {
+			return nil
+		}
+		if e.hash == h && e != tomb && e.key == key {
+			return e
+		}
+	}
+}
+
+// insert returns the entry of key, whose hash is h, making a new one for t
+// if there is none.
+func (x *index) insert(h uint64, key string, t *table) *entry {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s := *x.tab.Load()
+	if e := lookupIn(s, h, key); e != nil {
+		return e
+	}
+	// The key may point into the caller's buffer: the entry keeps a copy.
+	e := &entry{table: t, key: strings.Clone(key), hash: h}
+	live := int(x.n.Load())
+	if 4*(x.used+1) > 3*len(s) {
+		s = x.rebuild(s, live+1)
+	}
+	mask := uint64(len(s) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch s[i].Load() {
+		case nil:
+			x.used++
+			fallthrough
+		case tomb:
+			s[i].Store(e)
+			x.n.Add(1)
+			return e
+		}
+	}
+}
+
+// remove takes e out of the index, if it is there.
+func (x *index) remove(e *entry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s := *x.tab.Load()
+	mask := uint64(len(s) - 1)
+	for i := e.hash & mask; ; i = (i + 1) & mask {
+		switch s[i].Load() {
+		case nil:
+			return
+		case e:
+			s[i].Store(tomb)
+			live := int(x.n.Add(-1))
+			if len(s) > 64*minSlots && 8*live < len(s) {
+				x.rebuild(s, live) // mostly empty: a smaller table
+			}
+			return
+		}
+	}
+}
+
+// rebuild publishes a copy of s, without its tombstones, sized for room
+// entries at most half full, and returns it. x.mu is held.
+func (x *index) rebuild(s slots, room int) slots {
+	n := max(minSlots, 1<<bits.Len(uint(2*max(room, 1)-1)))
+	fresh := newSlots(n)
+	mask := uint64(n - 1)
+	used := 0
+	for i := range s {
+		e := s[i].Load()
+		if e == nil || e == tomb {
+			continue
+		}
+		j := e.hash & mask
+		for (*fresh)[j].Load() != nil {
+			j = (j + 1) & mask
+		}
+		(*fresh)[j].Store(e)
+		used++
+	}
+	x.used = used
+	x.tab.Store(fresh)
+	return *fresh
+}
+
+// each calls f with every entry in the index until f returns false. It
+// takes no lock: entries inserted or removed meanwhile may be seen or not.
+func (x *index) each(f func(*entry) bool) {
+	s := *x.tab.Load()
+	for i := range s {
+		if e := s[i].Load(); e != nil && e != tomb && !f(e) {
+			return
+		}
+	}
+}
+
+// clear removes every entry.
+func (x *index) clear() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.tab.Store(newSlots(minSlots))
+	x.used = 0
+	x.n.Store(0)
+}
+
+// len returns the number of entries in the index.
+func (x *index) len() int {
+	return int(x.n.Load())
+}
