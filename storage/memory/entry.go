@@ -42,10 +42,12 @@ type entry struct {
 	hash  uint64
 	key   string
 	table *table
-	// buf is the buffer Buffer hands to holders when the value was
-	// shared, made on first use.
-	buf []byte
 }
+
+// entrySize is the size of an entry: two cache lines, and a size class
+// whose objects start on a cache line. The first holds the lock and the
+// record's fields, the second the inline value and what lookups compare.
+const entrySize = 128
 
 // inlineSize is the largest value kept inside its entry: a one-bucket
 // limiter record (29 bytes).
@@ -67,17 +69,16 @@ func (e *entry) Now() int64 { return e.table.base + e.now }
 
 // Buffer returns an empty buffer owned by the entry: its inline memory
 // unless that holds a value that was handed out, else the memory of its
-// value unless that was handed out, else a buffer of its own.
+// value unless that was handed out, else nil (a value built then is copied
+// by Commit, as any other).
 func (e *entry) Buffer() []byte {
 	switch {
 	case e.inlineFree():
 		return e.inline[:0]
 	case !e.shared:
 		return e.value[:0]
-	case e.buf == nil:
-		e.buf = make([]byte, 0, 64)
 	}
-	return e.buf[:0]
+	return nil
 }
 
 // inlineFree reports whether the inline memory may be written: it was
@@ -107,9 +108,6 @@ func (e *entry) Commit(value []byte, ttl time.Duration) uint64 {
 	default:
 		e.value = make([]byte, len(value))
 		copy(e.value, value)
-	}
-	if e.shared && cap(e.buf) < len(value) {
-		e.buf = make([]byte, 0, len(value)) // the next hold's buffer fits
 	}
 	e.version++
 	e.expires, e.shared, e.written = expiry(e.now, ttl), false, true

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 // slotCount is the length of x's current table.
@@ -129,4 +130,10 @@ func TestIndexConcurrent(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+func TestEntrySize(t *testing.T) {
+	if got := unsafe.Sizeof(entry{}); got != entrySize {
+		t.Fatalf("an entry takes %d bytes, want %d", got, entrySize)
+	}
 }
