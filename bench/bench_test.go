@@ -274,12 +274,29 @@ func measure(b *testing.B, c benchCase, sluice bool, decide decideFunc, trips fu
 // sluiceContender returns the contender for sluice over the store that
 // open returns (opened once per case).
 func sluiceContender(name string, open func(e *env, ns string) (storage.Store, error)) contender {
+	return sluiceWith(name, open, true)
+}
+
+// sluiceUnnamed is sluiceContender for a store of its own, made fresh for
+// each case: the limiter is made without WithName, as in the README's
+// first example, so its keys are "1000/1s:"+key rather than the run's
+// long namespace (which only keeps runs apart on shared servers, and costs
+// an in-process decision a longer key to copy, hash and compare).
+func sluiceUnnamed(name string, open func(e *env, ns string) (storage.Store, error)) contender {
+	return sluiceWith(name, open, false)
+}
+
+func sluiceWith(name string, open func(e *env, ns string) (storage.Store, error), named bool) contender {
 	return contender{name: name, setup: func(e *env, ns string, lim limit) (decideFunc, func() int64, error) {
 		store, err := open(e, ns)
 		if err != nil {
 			return nil, nil, err
 		}
-		lim2, err := limiter.New(store, []limiter.Bucket{{Capacity: lim.tokens, Period: lim.period}}, limiter.WithName(ns))
+		var opts []limiter.Option
+		if named {
+			opts = append(opts, limiter.WithName(ns))
+		}
+		lim2, err := limiter.New(store, []limiter.Bucket{{Capacity: lim.tokens, Period: lim.period}}, opts...)
 		if err != nil {
 			return nil, nil, err
 		}

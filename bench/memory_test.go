@@ -22,7 +22,7 @@ import (
 func BenchmarkMemory(b *testing.B) {
 	e := newEnv(b)
 	runCases(b, e, inProcessCases, []contender{
-		sluiceContender("sluice", func(e *env, _ string) (storage.Store, error) {
+		sluiceUnnamed("sluice", func(e *env, _ string) (storage.Store, error) {
 			s := memory.New()
 			e.cleanup(func() { s.Close() })
 			return s, nil
