@@ -306,7 +306,7 @@ func (l *Limiter) apply(s *state, now int64, o op) (Decision, bool) {
 // no batching and no cache, and the decision allocates nothing.
 func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (stats, error) {
 	var st state
-	h, now, err := l.hold(ctx, key, &st)
+	h, storeNow, now, err := l.hold(ctx, key, &st)
 	if err != nil {
 		return stats{calls: 1}, err
 	}
@@ -322,14 +322,14 @@ func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (sta
 		}
 		ttl = retentionAfter(l.rules, &st, now, d.ResetAfter)
 	}
-	h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), ttl)
+	h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, ttl))
 	return stats{calls: 1}, nil
 }
 
 // peekLocal is Peek's read on an in-process store.
 func (l *Limiter) peekLocal(ctx context.Context, key string) (state, int64, error) {
 	var st state
-	h, now, err := l.hold(ctx, key, &st)
+	h, _, now, err := l.hold(ctx, key, &st)
 	if err != nil {
 		return state{}, 0, err
 	}
@@ -338,26 +338,25 @@ func (l *Limiter) peekLocal(ctx context.Context, key string) (state, int64, erro
 }
 
 // hold holds key's record in the in-process store and decodes it into
-// *st, which must be the zero state; it returns the hold and the time to
-// decide at: the store's clock, read by the hold, unless the limiter was
-// given a clock. On error nothing is held.
-func (l *Limiter) hold(ctx context.Context, key string, st *state) (storage.Held, int64, error) {
-	var now int64
+// *st, which must be the zero state. It returns the hold, the store's time
+// when the hold began, and the time to decide at: the store's, unless the
+// limiter was given a clock. On error nothing is held.
+func (l *Limiter) hold(ctx context.Context, key string, st *state) (h storage.Held, storeNow, now int64, err error) {
 	if !l.storeNow {
 		now = l.now() // a clock of the caller's is not read under the store's lock
 	}
-	h, err := l.inPlace.Hold(ctx, l.prefix, key)
+	h, storeNow, err = l.inPlace.Hold(ctx, l.prefix, key)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	if l.storeNow {
-		now = h.Now()
+		now = storeNow
 	}
 	if err := l.decodeInto(st, h.Record(), now); err != nil {
 		h.Release()
-		return nil, 0, l.corrupt(l.prefix+key, err)
+		return nil, 0, 0, l.corrupt(l.prefix+key, err)
 	}
-	return h, now, nil
+	return h, storeNow, now, nil
 }
 
 // deadline is now+ttl, saturated.

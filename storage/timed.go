@@ -32,11 +32,13 @@ type InPlaceStore interface {
 	Store
 	// Hold locks the record stored under the key prefix+key (passed in
 	// two parts so that the caller need not build the string) and
-	// returns it held, or an error, with nothing held, if ctx is done or
-	// the store is closed. The holder must end the hold with exactly one
-	// call of Commit or Release, soon and without blocking in between:
-	// other callers may wait on the same lock.
-	Hold(ctx context.Context, prefix, key string) (Held, error)
+	// returns it held, with the store's clock read when the hold began,
+	// in Unix nanoseconds: the clock the store expires records by. It
+	// returns an error, with nothing held, if ctx is done or the store is
+	// closed. The holder must end the hold with exactly one call of
+	// Commit or Release, soon and without blocking in between: other
+	// callers may wait on the same lock.
+	Hold(ctx context.Context, prefix, key string) (h Held, now int64, err error)
 }
 
 // Held is a record locked by InPlaceStore.Hold. Its methods are valid only
@@ -45,18 +47,16 @@ type Held interface {
 	// Record returns the held record: Version 0 if the key is absent or
 	// expired. Its Value must not be modified.
 	Record() Record
-	// Now returns the store's clock, read when the hold began, in Unix
-	// nanoseconds. It is the clock the store expires records by.
-	Now() int64
 	// Buffer returns an empty slice owned by the store, in which the
 	// holder may build the value it commits. It may share memory with
 	// the held record's Value, so that committing copies nothing: a
 	// holder reads the record before it calls Buffer, and once it has
 	// written into the buffer, it must end the hold with Commit.
 	Buffer() []byte
-	// Commit stores a copy of value under the key, to expire ttl after
-	// Now, with a new version, which it returns, and ends the hold.
-	Commit(value []byte, ttl time.Duration) uint64
+	// Commit stores a copy of value under the key, to expire at expires
+	// (Unix nanoseconds on the clock of Hold's now), with a new version,
+	// which it returns, and ends the hold.
+	Commit(value []byte, expires int64) uint64
 	// Release ends the hold without writing.
 	Release()
 }

@@ -35,17 +35,19 @@
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Records are found in a hash
-// table that takes no lock to read (only inserts and removals take one),
-// and each record has its own lock, held only
-// while it is read or written: goroutines that use different keys never
-// wait for each other, and the cores they run on do not pass a shared
-// lock around. Get allocates nothing; CompareAndSwap allocates only the
-// copy of the value it stores. The limiter does not compare-and-swap
+// A Store is safe for concurrent use. Records are found in a hash table
+// that takes no lock to read (only inserts and removals take one), whose
+// slots hold each key and its hash, and each record has its own lock,
+// held only while it is read or written: goroutines that use different
+// keys never wait for each other, and the cores they run on do not pass a
+// shared lock around. Get allocates nothing; CompareAndSwap allocates only
+// the copy of the value it stores. The limiter does not compare-and-swap
 // here: it holds the key's record (Hold, storage.InPlaceStore), decides
 // and commits, with one lookup and one clock read, and no conflict to
-// retry. A commit hands no value back, so it may overwrite the memory of
-// the value it replaces: a warm key's decision allocates nothing.
+// retry. A commit hands no value back, so the value is built in place, in
+// the same cache line as the record's lock and version: a warm key's
+// decision allocates nothing and touches three cache lines (the slot, the
+// key's bytes and the record).
 //
 // # Clock
 //

@@ -12,105 +12,124 @@ import (
 const sweepChunk = 512
 
 // entry is one key's record and lock. A value that was handed out (by Get
-// or CompareAndSwap) is never modified again: shared marks it, and the
-// next write stores a new slice. Only a hold, which hands nothing out,
-// writes over an unshared value, and builds it in place: Buffer hands out
-// memory of the entry's and Commit keeps the value there.
+// or CompareAndSwap) is never modified again. Only a hold, which hands
+// nothing out, writes over an unshared value, and builds it in place:
+// Buffer hands out memory of the entry's, and Commit keeps the value there.
+//
+// The first of its two cache lines holds everything a decision on a small
+// record reads and writes: the lock, the record's fields and its value,
+// inline. The key, which lookups compare, is also in the index's slot.
 type entry struct {
-	// The fields a decision writes come first, next to each other.
 	mu sync.Mutex
 	// dead marks an entry taken out of the map (Delete, the janitor):
 	// whoever locks it then looks the key up again.
 	dead    bool
-	shared  bool
+	shared  bool // the current value was handed out
 	written bool // by CompareAndSwap or Commit, ever
-	// inlineGone marks inline memory that was handed out (as a shared
-	// value): it is never written again.
+	// inlineGone marks inline memory that was handed out (with a value
+	// kept there): it is never written again.
 	inlineGone bool
+	live       bool  // while held: the record had not expired when the hold began
+	inl        bool  // the value is inline[:vlen], else value
+	vlen       uint8 // the length of an inline value
 	// version is the record's; the last removed entry's when none was
 	// written yet.
 	version uint64
 	expires int64 // on the store's monotonic clock; 0 (past) when no record
-	// The time a hold began (see Store.Hold), on the monotonic clock.
-	now   int64
-	value []byte
-	// inline holds a small value written by a hold, so that the entry and
-	// its value share cache lines and one allocation.
-	inline [inlineSize]byte
+	inline  [inlineSize]byte
 
-	// The key's hash, the key and the entry's table, read by lookups.
-	hash  uint64
-	key   string
+	value []byte // a value that is not inline
 	table *table
+	key   string
+	_     [entrySize - 112]byte // up to the size class that keeps lines whole
 }
 
 // entrySize is the size of an entry: two cache lines, and a size class
-// whose objects start on a cache line. The first holds the lock and the
-// record's fields, the second the inline value and what lookups compare.
+// whose objects start on a cache line.
 const entrySize = 128
 
 // inlineSize is the largest value kept inside its entry: a one-bucket
 // limiter record (29 bytes).
 const inlineSize = 32
 
-// Record, Now, Buffer, Commit and Release make a held entry a
-// storage.Held (see Store.Hold).
+// val returns the current value, for the lock holder.
+func (e *entry) val() []byte {
+	if e.inl {
+		return e.inline[:e.vlen:e.vlen]
+	}
+	return e.value
+}
+
+// handOut returns the current value to be handed out of the store: it is
+// never written again.
+func (e *entry) handOut() []byte {
+	e.shared = true
+	if e.inl {
+		e.inlineGone = true
+	}
+	return e.val()
+}
+
+// setCopy stores a copy of v as the value, in memory of its own, and
+// hands it out.
+func (e *entry) setCopy(v []byte) []byte {
+	e.value = append([]byte(nil), v...)
+	if e.value == nil {
+		e.value = []byte{}
+	}
+	e.inl, e.shared = false, true
+	return e.value
+}
+
+// Record, Buffer, Commit and Release make a held entry a storage.Held
+// (see Store.Hold).
 
 // Record returns the held record, Version 0 if absent or expired.
 func (e *entry) Record() storage.Record {
-	if e.expires <= e.now {
+	if !e.live {
 		return storage.Record{}
 	}
-	return storage.Record{Value: e.value, Version: e.version}
+	return storage.Record{Value: e.val(), Version: e.version}
 }
 
-// Now returns the time the hold began, in Unix nanoseconds.
-func (e *entry) Now() int64 { return e.table.base + e.now }
-
 // Buffer returns an empty buffer owned by the entry: its inline memory
-// unless that holds a value that was handed out, else the memory of its
-// value unless that was handed out, else nil (a value built then is copied
-// by Commit, as any other).
+// unless that was handed out, else the memory of its value unless that
+// was handed out, else nil (a value built then is copied by Commit, as
+// any other).
 func (e *entry) Buffer() []byte {
 	switch {
-	case e.inlineFree():
+	case !e.inlineGone:
 		return e.inline[:0]
-	case !e.shared:
+	case !e.inl && !e.shared:
 		return e.value[:0]
 	}
 	return nil
 }
 
-// inlineFree reports whether the inline memory may be written: it was
-// never handed out, or holds the current value, unshared.
-func (e *entry) inlineFree() bool {
-	return !e.inlineGone && !(e.shared && sameStart(e.value, e.inline[:]))
-}
-
-// Commit stores value for the held key and unlocks the entry. A value
+// Commit stores value for the held key, to expire at expires (Unix
+// nanoseconds, on the clock of Hold's now), and unlocks the entry. A value
 // built in place (see Buffer) is kept where it is; any other is copied,
 // into memory that was never handed out.
-func (e *entry) Commit(value []byte, ttl time.Duration) uint64 {
-	if e.shared && sameStart(e.value, e.inline[:]) {
-		e.inlineGone = true // handed out with the value: never written again
-	}
+func (e *entry) Commit(value []byte, expires int64) uint64 {
 	switch {
-	case !e.inlineGone && len(value) <= inlineSize && sameStart(value, e.inline[:]):
-		e.value = value[:len(value):len(value)]
-	case !e.shared && sameStart(value, e.value):
+	case !e.inlineGone && len(value) <= inlineSize:
+		if !sameStart(value, e.inline[:]) {
+			copy(e.inline[:], value)
+		}
+		e.inl, e.vlen = true, uint8(len(value))
+	case !e.inl && !e.shared && sameStart(value, e.value):
 		e.value = value
-	case !e.shared && cap(e.value) >= len(value):
+	case !e.inl && !e.shared && cap(e.value) >= len(value):
 		e.value = e.value[:len(value)]
 		copy(e.value, value)
-	case !e.inlineGone && len(value) <= inlineSize:
-		e.value = e.inline[:len(value):len(value)]
-		copy(e.value, value)
+		e.inl = false
 	default:
-		e.value = make([]byte, len(value))
-		copy(e.value, value)
+		e.value = append([]byte(nil), value...)
+		e.inl = false
 	}
 	e.version++
-	e.expires, e.shared, e.written = expiry(e.now, ttl), false, true
+	e.expires = e.table.since(expires)
+	e.shared, e.written = false, true
 	v := e.version
 	e.mu.Unlock()
 	return v

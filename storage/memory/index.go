@@ -9,7 +9,10 @@ import (
 )
 
 // index maps keys to entries. A lookup takes no lock: it reads an
-// open-addressed table of atomic pointers (linear probing). Inserts and
+// open-addressed table of slots (linear probing), each written once: its
+// hash and key, then its entry, atomically, which a removal replaces by a
+// tombstone. A lookup compares the hash and key in the slot, so it reads
+// the entry only when it has found it. Inserts and
 // removals take mu, and replace the table by a copy when it fills up or
 // empties out. So a lookup may read a table that is no longer current:
 // it can find an entry removed since, which is why an entry carries dead
@@ -26,8 +29,16 @@ type index struct {
 }
 
 // slots is one table of the index; its length is a power of two, and at
-// least a quarter of it is nil, so every probe ends.
-type slots []atomic.Pointer[entry]
+// least a quarter of it is empty, so every probe ends.
+type slots []slot
+
+// A slot holds an entry, or a tombstone, or nothing (e nil). hash and key
+// are written before e, and never after.
+type slot struct {
+	e    atomic.Pointer[entry]
+	hash uint64
+	key  string
+}
 
 // tomb marks the slot of a removed entry: probes go on past it.
 var tomb = new(entry)
@@ -59,11 +70,12 @@ func (x *index) lookup(h uint64, key string) *entry {
 func lookupIn(s slots, h uint64, key string) *entry {
 	mask := uint64(len(s) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
-		e := s[i].Load()
+		sl := &s[i]
+		e := sl.e.Load()
 		if e == nil {
 			return nil
 		}
-		if e.hash == h && e != tomb && e.key == key {
+		if sl.hash == h && e != tomb && sl.key == key {
 			return e
 		}
 	}
@@ -79,23 +91,27 @@ func (x *index) insert(h uint64, key string, t *table) *entry {
 		return e
 	}
 	// The key may point into the caller's buffer: the entry keeps a copy.
-	e := &entry{table: t, key: strings.Clone(key), hash: h}
+	e := &entry{table: t, key: strings.Clone(key)}
 	live := int(x.n.Load())
 	if 4*(x.used+1) > 3*len(s) {
 		s = x.rebuild(s, live+1)
 	}
+	put(s, h, e)
+	x.used++
+	x.n.Add(1)
+	return e
+}
+
+// put writes e, whose key hashes to h, to the first empty slot of its probe
+// in s. Tombstones are not reused: a slot is written once.
+func put(s slots, h uint64, e *entry) {
 	mask := uint64(len(s) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
-		switch s[i].Load() {
-		case nil:
-			x.used++
-			fallthrough
-		case tomb:
-			s[i].Store(e)
-			x.n.Add(1)
-			return e
-		}
+	i := h & mask
+	for s[i].e.Load() != nil {
+		i = (i + 1) & mask
 	}
+	s[i].hash, s[i].key = h, e.key
+	s[i].e.Store(e)
 }
 
 // remove takes e out of the index, if it is there.
@@ -104,12 +120,12 @@ func (x *index) remove(e *entry) {
 	defer x.mu.Unlock()
 	s := *x.tab.Load()
 	mask := uint64(len(s) - 1)
-	for i := e.hash & mask; ; i = (i + 1) & mask {
-		switch s[i].Load() {
+	for i := x.hash(e.key) & mask; ; i = (i + 1) & mask {
+		switch s[i].e.Load() {
 		case nil:
 			return
 		case e:
-			s[i].Store(tomb)
+			s[i].e.Store(tomb)
 			live := int(x.n.Add(-1))
 			if len(s) > 64*minSlots && 8*live < len(s) {
 				x.rebuild(s, live) // mostly empty: a smaller table
@@ -122,25 +138,17 @@ func (x *index) remove(e *entry) {
 // rebuild publishes a copy of s, without its tombstones, sized for room
 // entries at most half full, and returns it. x.mu is held.
 func (x *index) rebuild(s slots, room int) slots {
-	n := max(minSlots, 1<<bits.Len(uint(2*max(room, 1)-1)))
-	fresh := newSlots(n)
-	mask := uint64(n - 1)
+	fresh := make(slots, max(minSlots, 1<<bits.Len(uint(2*max(room, 1)-1))))
 	used := 0
 	for i := range s {
-		e := s[i].Load()
-		if e == nil || e == tomb {
-			continue
+		if e := s[i].e.Load(); e != nil && e != tomb {
+			put(fresh, s[i].hash, e)
+			used++
 		}
-		j := e.hash & mask
-		for (*fresh)[j].Load() != nil {
-			j = (j + 1) & mask
-		}
-		(*fresh)[j].Store(e)
-		used++
 	}
 	x.used = used
-	x.tab.Store(fresh)
-	return *fresh
+	x.tab.Store(&fresh)
+	return fresh
 }
 
 // each calls f with every entry in the index until f returns false. It
@@ -148,7 +156,7 @@ func (x *index) rebuild(s slots, room int) slots {
 func (x *index) each(f func(*entry) bool) {
 	s := *x.tab.Load()
 	for i := range s {
-		if e := s[i].Load(); e != nil && e != tomb && !f(e) {
+		if e := s[i].e.Load(); e != nil && e != tomb && !f(e) {
 			return
 		}
 	}

@@ -157,8 +157,7 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 	if e.expires <= now {
 		return storage.Record{}, nil
 	}
-	e.shared = true
-	return storage.Record{Value: e.value, Version: e.version}, nil
+	return storage.Record{Value: e.handOut(), Version: e.version}, nil
 }
 
 // CompareAndSwap stores a copy of value under key, to expire after ttl, iff
@@ -182,28 +181,26 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 	case !live && expected != 0:
 		return storage.Record{}, false, nil // absent
 	case live && e.version != expected:
-		e.shared = true
-		return storage.Record{Value: e.value, Version: e.version}, false, nil
+		return storage.Record{Value: e.handOut(), Version: e.version}, false, nil
 	}
-	e.value = make([]byte, len(value))
-	copy(e.value, value)
+	stored := e.setCopy(value)
 	e.version++
-	e.expires, e.shared, e.written = expiry(now, ttl), true, true
-	return storage.Record{Value: e.value, Version: e.version}, true, nil
+	e.expires, e.written = expiry(now, ttl), true
+	return storage.Record{Value: stored, Version: e.version}, true, nil
 }
 
-// Hold locks the record of key prefix+key and returns it held (see
-// storage.InPlaceStore). The limiter decides under this hold: one lookup
-// that takes no lock but the key's own, and no allocation once the key
-// exists (for keys of up to 128 bytes). Its Now is the store's clock: the
+// Hold locks the record of key prefix+key and returns it held, with the
+// store's clock read when the hold began (see storage.InPlaceStore): the
 // wall clock when the store was made, advanced by the monotonic clock
-// since, the clock records expire by.
-func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, error) {
+// since, the clock records expire by. The limiter decides under this
+// hold: one lookup that takes no lock but the key's own, and no
+// allocation once the key exists (for keys of up to 128 bytes).
+func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, int64, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if s.t.closed.Load() {
-		return nil, errClosed("hold", prefix+key)
+		return nil, 0, errClosed("hold", prefix+key)
 	}
 	// The clock is read before the lock, to keep the lock short. A holder
 	// that then finds a later time stored sees no refill, as if its clock
@@ -220,12 +217,21 @@ func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, err
 		full = prefix + key
 	}
 	e := s.t.find(full, true)
-	e.now = now
-	return e, nil
+	e.live = e.expires > now
+	return e, s.t.base + now, nil
 }
 
 // holdKeySize is the longest key Hold builds on the stack.
 const holdKeySize = 128
+
+// since converts a time of the store's clock (Unix nanoseconds) to the
+// monotonic clock of expiries.
+func (t *table) since(unix int64) int64 {
+	if unix < math.MinInt64+t.base {
+		return math.MinInt64
+	}
+	return unix - t.base
+}
 
 // expiry is the time ttl after now, saturated.
 func expiry(now int64, ttl time.Duration) int64 {

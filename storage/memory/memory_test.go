@@ -404,11 +404,11 @@ func BenchmarkCompareAndSwapParallel(b *testing.B) {
 // commit holds prefix+key and commits value.
 func commit(t *testing.T, s *memory.Store, prefix, key, value string, ttl time.Duration) uint64 {
 	t.Helper()
-	h, err := s.Hold(context.Background(), prefix, key)
+	h, now, err := s.Hold(context.Background(), prefix, key)
 	if err != nil {
 		t.Fatalf("Hold(%q, %q): %v", prefix, key, err)
 	}
-	return h.Commit(append(h.Buffer(), value...), ttl)
+	return h.Commit(append(h.Buffer(), value...), now+int64(ttl))
 }
 
 // TestHoldNeverChangesHandedOutValues: Commit reuses a value's memory only
@@ -445,7 +445,7 @@ func TestHold(t *testing.T) {
 	s := memory.New()
 	defer s.Close()
 	ctx := context.Background()
-	h, err := s.Hold(ctx, "ns:", "user")
+	h, _, err := s.Hold(ctx, "ns:", "user")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +463,7 @@ func TestHold(t *testing.T) {
 	}
 	// Any split of the same key is the same record.
 	for _, split := range [][2]string{{"ns:", "user"}, {"", "ns:user"}, {"ns:user", ""}, {"n", "s:user"}} {
-		h, err := s.Hold(ctx, split[0], split[1])
+		h, _, err := s.Hold(ctx, split[0], split[1])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -498,23 +498,22 @@ func TestHoldExpiry(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	before := time.Now().UnixNano()
-	h, err := s.Hold(ctx, "", "k")
+	h, now, err := s.Hold(ctx, "", "k")
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := h.Now()
-	h.Commit([]byte("v"), 20*time.Millisecond)
+	h.Commit([]byte("v"), now+int64(20*time.Millisecond))
 	after := time.Now().UnixNano()
 	if now < before-int64(time.Second) || now > after+int64(time.Second) {
 		t.Errorf("Now = %d, outside [%d, %d] by more than a second", now, before, after)
 	}
 	time.Sleep(40 * time.Millisecond)
-	h, _ = s.Hold(ctx, "", "k")
+	h, later, _ := s.Hold(ctx, "", "k")
 	if rec := h.Record(); rec.Version != 0 {
 		t.Errorf("expired record held as %+v", rec)
 	}
-	if h.Now() <= now {
-		t.Errorf("Now went from %d to %d", now, h.Now())
+	if later <= now {
+		t.Errorf("the hold's time went from %d to %d", now, later)
 	}
 	h.Release()
 	if rec, _ := s.Get(ctx, "k"); rec.Version != 0 {
@@ -527,11 +526,11 @@ func TestHoldErrors(t *testing.T) {
 	s := memory.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Hold(ctx, "p:", "k"); !errors.Is(err, context.Canceled) {
+	if _, _, err := s.Hold(ctx, "p:", "k"); !errors.Is(err, context.Canceled) {
 		t.Errorf("Hold with a cancelled context: %v", err)
 	}
 	s.Close()
-	if _, err := s.Hold(context.Background(), "p:", "k"); !errors.Is(err, storage.ErrClosed) || !strings.Contains(err.Error(), `"p:k"`) {
+	if _, _, err := s.Hold(context.Background(), "p:", "k"); !errors.Is(err, storage.ErrClosed) || !strings.Contains(err.Error(), `"p:k"`) {
 		t.Errorf("Hold after Close: %v, want storage.ErrClosed naming the key", err)
 	}
 }
@@ -550,7 +549,7 @@ func TestHoldConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				key := "k" + strconv.Itoa((g+i)%3)
-				h, err := s.Hold(ctx, "c:", key)
+				h, now, err := s.Hold(ctx, "c:", key)
 				if err != nil {
 					t.Error(err)
 					return
@@ -559,7 +558,7 @@ func TestHoldConcurrent(t *testing.T) {
 				if rec := h.Record(); rec.Version != 0 {
 					n, _ = strconv.Atoi(string(rec.Value))
 				}
-				h.Commit(strconv.AppendInt(h.Buffer(), int64(n+1), 10), time.Hour)
+				h.Commit(strconv.AppendInt(h.Buffer(), int64(n+1), 10), now+int64(time.Hour))
 			}
 		}()
 	}
@@ -586,8 +585,8 @@ func TestHoldAllocations(t *testing.T) {
 	ctx := context.Background()
 	commit(t, s, "prefix:", "key", "value", time.Hour)
 	allocs := testing.AllocsPerRun(1000, func() {
-		h, _ := s.Hold(ctx, "prefix:", "key")
-		h.Commit(append(h.Buffer(), "value"...), time.Hour)
+		h, now, _ := s.Hold(ctx, "prefix:", "key")
+		h.Commit(append(h.Buffer(), "value"...), now+int64(time.Hour))
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per hold and commit, want 0", allocs)
@@ -610,14 +609,14 @@ func TestHandedOutValuesUnderChurn(t *testing.T) {
 		value := bytes.Repeat([]byte{byte('a' + i%26)}, n)
 		switch rng.IntN(4) {
 		case 0, 1:
-			h, err := s.Hold(ctx, "p:", "k")
+			h, now, err := s.Hold(ctx, "p:", "k")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rec := h.Record(); !bytes.Equal(rec.Value, last) {
 				t.Fatalf("step %d: hold reads %q, want %q", i, rec.Value, last)
 			}
-			h.Commit(append(h.Buffer(), value...), time.Hour)
+			h.Commit(append(h.Buffer(), value...), now+int64(time.Hour))
 			last = value
 		case 2:
 			rec, err := s.Get(ctx, "p:k")
