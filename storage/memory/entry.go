@@ -57,7 +57,7 @@ func (e *entry) val() []byte {
 	if e.inl {
 		return e.inline[:e.vlen:e.vlen]
 	}
-	return e.value
+	return e.value[:len(e.value):len(e.value)] // appending to it copies
 }
 
 // handOut returns the current value to be handed out of the store: it is
@@ -78,7 +78,7 @@ func (e *entry) setCopy(v []byte) []byte {
 		e.value = []byte{}
 	}
 	e.inl, e.shared = false, true
-	return e.value
+	return e.val()
 }
 
 // Record, Buffer, Commit and Release make a held entry a storage.Held
@@ -92,12 +92,14 @@ func (e *entry) Record() storage.Record {
 	return storage.Record{Value: e.val(), Version: e.version}
 }
 
-// Buffer returns an empty buffer owned by the entry: its inline memory
-// unless that was handed out, else the memory of its value unless that
-// was handed out, else nil (a value built then is copied by Commit, as
+// Buffer returns an empty buffer owned by the entry: the memory of a
+// value too long to be inline unless it was handed out, else its inline
+// memory unless that was handed out, else nil (a value built then is copied by Commit, as
 // any other).
 func (e *entry) Buffer() []byte {
 	switch {
+	case !e.inl && !e.shared && cap(e.value) > inlineSize:
+		return e.value[:0] // a value too long to be inline, built in place
 	case !e.inlineGone:
 		return e.inline[:0]
 	case !e.inl && !e.shared:

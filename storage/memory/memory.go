@@ -227,8 +227,11 @@ const holdKeySize = 128
 // since converts a time of the store's clock (Unix nanoseconds) to the
 // monotonic clock of expiries.
 func (t *table) since(unix int64) int64 {
-	if unix < math.MinInt64+t.base {
+	switch {
+	case t.base > 0 && unix < math.MinInt64+t.base:
 		return math.MinInt64
+	case t.base < 0 && unix > math.MaxInt64+t.base:
+		return math.MaxInt64 // a clock set before 1970
 	}
 	return unix - t.base
 }

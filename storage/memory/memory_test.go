@@ -591,6 +591,20 @@ func TestHoldAllocations(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per hold and commit, want 0", allocs)
 	}
+	// A value too long to be kept inline (a limiter of two buckets) is
+	// built in its own memory after the first commit.
+	long := strings.Repeat("v", 45)
+	commit(t, s, "prefix:", "long", long, time.Hour)
+	allocs = testing.AllocsPerRun(1000, func() {
+		h, now, _ := s.Hold(ctx, "prefix:", "long")
+		h.Commit(append(h.Buffer(), long...), now+int64(time.Hour))
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hold and commit of a %d-byte value, want 0", allocs, len(long))
+	}
+	if rec, _ := s.Get(ctx, "prefix:long"); string(rec.Value) != long || cap(rec.Value) != len(long) {
+		t.Errorf("Get = %q (capacity %d), want %q with no spare capacity", rec.Value, cap(rec.Value), long)
+	}
 }
 
 // TestHandedOutValuesUnderChurn mixes holds, Gets and compare-and-swaps
