@@ -51,11 +51,10 @@
 //
 // # Clock
 //
-// Expiry runs on the monotonic clock. A hold also reports the store's
-// time (Held.Now) as the wall clock when the store was made advanced by
-// the monotonic clock since; a limiter on the system clock decides on
-// that time, so that every limiter on one store agrees and a wall clock
-// step changes nothing.
+// Expiry runs on the monotonic clock. Hold also returns the store's time:
+// the wall clock when the store was made, advanced by the monotonic clock
+// since. A limiter on the system clock decides on that time, so that
+// every limiter on one store agrees and a wall clock step changes nothing.
 //
 // # Errors
 //
