@@ -73,12 +73,17 @@ func (e *entry) handOut() []byte {
 // setCopy stores a copy of v as the value, in memory of its own, and
 // hands it out.
 func (e *entry) setCopy(v []byte) []byte {
-	e.value = append([]byte(nil), v...)
-	if e.value == nil {
-		e.value = []byte{}
-	}
-	e.inl, e.shared = false, true
-	return e.val()
+	e.setHeap(v)
+	e.shared = true
+	return e.value
+}
+
+// setHeap stores a copy of v as the value, in new memory of exactly its
+// length.
+func (e *entry) setHeap(v []byte) {
+	e.value = make([]byte, len(v))
+	copy(e.value, v)
+	e.inl = false
 }
 
 // Record, Buffer, Commit and Release make a held entry a storage.Held
@@ -94,8 +99,8 @@ func (e *entry) Record() storage.Record {
 
 // Buffer returns an empty buffer owned by the entry: the memory of a
 // value too long to be inline unless it was handed out, else its inline
-// memory unless that was handed out, else nil (a value built then is copied by Commit, as
-// any other).
+// memory unless that was handed out, else nil (a value built then is
+// copied by Commit, as any other).
 func (e *entry) Buffer() []byte {
 	switch {
 	case !e.inl && !e.shared && cap(e.value) > inlineSize:
@@ -124,10 +129,8 @@ func (e *entry) Commit(value []byte, expires int64) uint64 {
 	case !e.inl && !e.shared && cap(e.value) >= len(value):
 		e.value = e.value[:len(value)]
 		copy(e.value, value)
-		e.inl = false
 	default:
-		e.value = append([]byte(nil), value...)
-		e.inl = false
+		e.setHeap(value)
 	}
 	e.version++
 	e.expires = e.table.since(expires)

@@ -12,13 +12,12 @@ import (
 // open-addressed table of slots (linear probing), each written once: its
 // hash and key, then its entry, atomically, which a removal replaces by a
 // tombstone. A lookup compares the hash and key in the slot, so it reads
-// the entry only when it has found it. Inserts and
-// removals take mu, and replace the table by a copy when it fills up or
-// empties out. So a lookup may read a table that is no longer current:
-// it can find an entry removed since, which is why an entry carries dead
-// and its finder checks it under the entry's lock, and it can miss one
-// inserted since, which is why a miss is looked up again under mu before
-// anything is inserted.
+// the entry only when it has found it. Inserts and removals take mu, and
+// replace the table by a copy when it fills up or empties out. So a
+// lookup may read a table that is no longer current: it can find an entry
+// removed since, which is why an entry carries dead and its finder checks
+// it under the entry's lock, and it can miss one inserted since, which is
+// why a miss is looked up again under mu before anything is inserted.
 type index struct {
 	seed maphash.Seed
 	tab  atomic.Pointer[slots]

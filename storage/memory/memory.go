@@ -53,7 +53,7 @@ type Store struct {
 // the Store, so that a Store dropped without Close can be collected.
 type table struct {
 	idx *index
-	// removed is the highest version of any entry taken out of m: a new
+	// removed is the highest version of any entry taken out of idx: a new
 	// entry starts above it, so a key's versions grow across Delete and
 	// expiry.
 	removed atomic.Uint64
