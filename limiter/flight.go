@@ -310,19 +310,20 @@ func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (sta
 	if err != nil {
 		return stats{calls: 1}, err
 	}
-	var ttl time.Duration
 	if o.refund {
 		refund(l.rules, &st, now, o.cost)
-		ttl = retention(l.rules, &st, now)
-	} else {
-		decideTo(d, l.rules, &st, now, o.cost, true)
-		if !d.Allowed {
-			h.Release()
-			return stats{calls: 1}, nil
-		}
-		ttl = retentionAfter(l.rules, &st, now, d.ResetAfter)
+		h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, retention(l.rules, &st, now)))
+		return stats{calls: 1}, nil
 	}
-	h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, ttl))
+	// Only the change of state is made under the hold; the Decision is
+	// described from the local copy after it ends.
+	allowed := advance(l.rules, &st, now, o.cost, true)
+	if allowed {
+		h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, keep(l.rules, &l.tokenTimes, &st, now)))
+	} else {
+		h.Release()
+	}
+	describe(d, l.rules, &st, now, o.cost, allowed)
 	return stats{calls: 1}, nil
 }
 

@@ -37,6 +37,7 @@ type Limiter struct {
 	// minCapacity is the smallest Capacity: no cost above it can pass.
 	minCapacity int64
 	rules       []Bucket // canonical order: by Period, then Capacity
+	tokenTimes  tokenTimes
 	fp          uint32
 	prefix      string // name + ":"
 	clock       Clock
@@ -106,6 +107,7 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		dryRun:   cfg.dryRun,
 		fallback: cfg.fallback,
 	}
+	l.tokenTimes = newTokenTimes(rules)
 	l.minCapacity = rules[0].Capacity
 	for _, b := range rules {
 		l.minCapacity = min(l.minCapacity, b.Capacity)

@@ -109,22 +109,26 @@ func decodeInto(s *state, b []byte, fp uint32, rules []Bucket) error {
 		return fmt.Errorf("%d buckets stored, %d expected", len(b)/16, len(rules))
 	}
 	for i, r := range rules {
-		whole := binary.BigEndian.Uint64(b[16*i:])
-		frac := binary.BigEndian.Uint64(b[16*i+8:])
-		if err := checkLevel(i, r, whole, frac); err != nil {
-			return err
+		lv := b[16*i : 16*i+16]
+		whole, frac := binary.BigEndian.Uint64(lv[:8]), binary.BigEndian.Uint64(lv[8:])
+		if !levelOK(r, whole, frac) {
+			return levelError(i, r, whole, frac)
 		}
 		s.levels[i] = level{whole: int64(whole), frac: int64(frac)}
 	}
 	return nil
 }
 
-// checkLevel checks a decoded level of bucket i against its rule.
-func checkLevel(i int, r Bucket, whole, frac uint64) error {
-	if whole > uint64(r.Capacity) || frac >= uint64(r.Period) || whole == uint64(r.Capacity) && frac != 0 {
-		return fmt.Errorf("bucket %d: level %d+%d out of range for %v", i, whole, frac, r)
-	}
-	return nil
+// levelOK reports whether whole tokens plus frac of refill is a level
+// bucket r can hold. It is small enough to inline into the decoders.
+func levelOK(r Bucket, whole, frac uint64) bool {
+	return whole < uint64(r.Capacity) && frac < uint64(r.Period) || whole == uint64(r.Capacity) && frac == 0
+}
+
+// levelError is the error for a decoded level of bucket i that r cannot
+// hold.
+func levelError(i int, r Bucket, whole, frac uint64) error {
+	return fmt.Errorf("bucket %d: level %d+%d out of range for %v", i, whole, frac, r)
 }
 
 // decodeV1 reads a formatV1 record.
@@ -166,8 +170,8 @@ func decodeV1(s *state, b []byte, fp uint32, rules []Bucket) error {
 			return fmt.Errorf("bucket %d: bad refill remainder", i)
 		}
 		b = b[n:]
-		if err := checkLevel(i, r, whole, frac); err != nil {
-			return err
+		if !levelOK(r, whole, frac) {
+			return levelError(i, r, whole, frac)
 		}
 		s.levels[i] = level{whole: int64(whole), frac: int64(frac)}
 	}

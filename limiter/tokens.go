@@ -54,6 +54,14 @@ func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
 // decideTo is decide, writing the Decision to *d, which must be zero: the
 // hot path passes it down instead of copying it up through every caller.
 func decideTo(d *Decision, rules []Bucket, s *state, now, cost int64, take bool) {
+	describe(d, rules, s, now, cost, advance(rules, s, now, cost, take))
+}
+
+// advance is the part of decide that changes s: it refills every bucket
+// to now and, when take is true and every bucket holds cost tokens, takes
+// cost from each. It reports whether every bucket held cost tokens. An
+// in-process store's lock is held only for this part.
+func advance(rules []Bucket, s *state, now, cost int64, take bool) bool {
 	var elapsed uint64
 	if now > s.at {
 		elapsed = uint64(now) - uint64(s.at) // exact even when the difference overflows int64
@@ -66,14 +74,20 @@ func decideTo(d *Decision, rules []Bucket, s *state, now, cost int64, take bool)
 			allowed = false
 		}
 	}
-	skew := durationBetween(now, s.at) // > 0 only when the clock went back
-	if allowed {
-		if take {
-			for i := range rules {
-				s.levels[i].whole -= cost
-			}
+	if allowed && take {
+		for i := range rules {
+			s.levels[i].whole -= cost
 		}
-	} else {
+	}
+	return allowed
+}
+
+// describe is the part of decide that reads s: it writes to *d, which
+// must be zero, the Decision for a call of the given cost that advance
+// decided at now (allowed or not), leaving s as advance did.
+func describe(d *Decision, rules []Bucket, s *state, now, cost int64, allowed bool) {
+	skew := durationBetween(now, s.at) // > 0 only when the clock went back
+	if !allowed {
 		var wait time.Duration
 		for i, b := range rules {
 			if w := untilWhole(b, s.levels[i], cost); w > wait {
@@ -82,7 +96,10 @@ func decideTo(d *Decision, rules []Bucket, s *state, now, cost int64, take bool)
 		}
 		d.RetryAfter = addSat(skew, wait)
 	}
-	bind := binding(rules, s)
+	bind := 0
+	if len(rules) > 1 {
+		bind = binding(rules, s)
+	}
 	d.Allowed = allowed
 	d.Limit = rules[bind].Capacity
 	d.Remaining = s.levels[bind].whole
@@ -102,14 +119,38 @@ func retention(rules []Bucket, s *state, now int64) time.Duration {
 	return addSat(addSat(durationBetween(now, s.at), full), time.Second)
 }
 
-// retentionAfter is retention(rules, s, now) for the state s that decided
-// a Decision with the given ResetAfter (with take or not): with one bucket,
-// that is already the wait until it is full.
-func retentionAfter(rules []Bucket, s *state, now int64, resetAfter time.Duration) time.Duration {
-	if len(rules) == 1 {
-		return addSat(resetAfter, time.Second)
+// tokenTimes are, per bucket in a limiter's order, the time one token
+// takes to refill, rounded up: Period/Capacity. They let keep bound
+// retention without a division.
+type tokenTimes [MaxBuckets]uint64
+
+// newTokenTimes returns the tokenTimes of rules.
+func newTokenTimes(rules []Bucket) tokenTimes {
+	var t tokenTimes
+	for i, b := range rules {
+		t[i] = (uint64(b.Period) + uint64(b.Capacity) - 1) / uint64(b.Capacity)
 	}
-	return retention(rules, s, now)
+	return t
+}
+
+// keep is a time to live for s at now that is at least retention(rules,
+// s, now), and never more than the longest Period above it: per bucket, a
+// token's time (see
+// tokenTimes) for each missing whole token, at most a Period. That
+// exceeds the exact wait by less than one token's time plus a nanosecond
+// per missing token. It needs no division, so an in-process store's lock
+// is not held for one.
+func keep(rules []Bucket, t *tokenTimes, s *state, now int64) time.Duration {
+	var full uint64
+	for i, b := range rules {
+		missing := uint64(b.Capacity - s.levels[i].whole)
+		hi, lo := bits.Mul64(missing, t[i])
+		if hi != 0 || lo > uint64(b.Period) {
+			lo = uint64(b.Period) // a full Period refills any bucket
+		}
+		full = max(full, lo)
+	}
+	return addSat(durationBetween(now, s.at), time.Duration(full)+time.Second) // full <= MaxPeriod
 }
 
 // refill adds elapsed nanoseconds of refill to l.
@@ -196,7 +237,7 @@ func addSat(a, b time.Duration) time.Duration {
 // refund gives n tokens back to every bucket of s at now, in place, never
 // above capacity.
 func refund(rules []Bucket, s *state, now, n int64) {
-	decide(rules, s, now, 1, false) // refill to now
+	advance(rules, s, now, 1, false) // refill to now
 	for i, b := range rules {
 		if s.levels[i].whole >= b.Capacity-n {
 			s.levels[i] = level{whole: b.Capacity}

@@ -222,32 +222,87 @@ func advanced(rules []Bucket, st state, now, cost int64, take bool) (state, Deci
 	return st, d
 }
 
-// retentionAfter takes its shortcut only where it equals retention: one
-// bucket, random levels, times (the clock going back included) and costs.
-func TestRetentionAfter(t *testing.T) {
+// keep is never less than retention, exceeds it by less than one token's
+// time plus a nanosecond per missing token, and never by more than the
+// longest Period: random buckets (one or two), levels, times (the clock
+// going back included) and costs.
+func TestKeepBoundsRetention(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 9))
+	randBucket := func(trial int) Bucket {
+		if trial%3 == 0 {
+			return Bucket{Capacity: 1 + rng.Int64N(MaxCapacity), Period: time.Duration(1 + rng.Int64N(int64(MaxPeriod)))}
+		}
+		return Bucket{Capacity: 1 + rng.Int64N(1000), Period: time.Duration(1 + rng.Int64N(int64(time.Hour)))}
+	}
+	for trial := range 20000 {
+		rules := []Bucket{randBucket(trial)}
+		if trial%4 == 0 {
+			if b := randBucket(trial + 1); b != rules[0] {
+				rules = append(rules, b)
+			}
+		}
+		st := fullState(rules, rng.Int64N(1<<40))
+		for i, b := range rules {
+			if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
+				st.levels[i] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
+			}
+		}
+		now := st.at + rng.Int64N(int64(rules[0].Period)) - int64(rules[0].Period)/4
+		minCap := rules[0].Capacity
+		for _, b := range rules {
+			minCap = min(minCap, b.Capacity)
+		}
+		cost := 1 + rng.Int64N(minCap)
+		decide(rules, &st, now, cost, rng.IntN(2) == 0)
+		times := newTokenTimes(rules)
+		got, exact := keep(rules, &times, &st, now), retention(rules, &st, now)
+		if got < exact {
+			t.Fatalf("trial %d: %v state %+v now %d: keep %v < retention %v", trial, rules, st, now, got, exact)
+		}
+		var slack, longest time.Duration
+		for i, b := range rules {
+			tok := time.Duration(times[i])
+			slack = max(slack, tok+time.Duration(b.Capacity-st.levels[i].whole))
+			longest = max(longest, b.Period)
+		}
+		if over := got - exact; over >= slack || over > longest {
+			t.Fatalf("trial %d: %v state %+v now %d: keep %v exceeds retention %v by more than %v (or a Period)", trial, rules, st, now, got, exact, min(slack, longest))
+		}
+	}
+	// Exact where a token's time is whole: 4 tokens of 100/h (36s each)
+	// missing, as in TestRetention.
+	rules := []Bucket{{Capacity: 4, Period: 8 * time.Second}, {Capacity: 100, Period: time.Hour}}
+	st, _ := advanced(rules, fullState(rules, 0), 0, 4, true)
+	times := newTokenTimes(rules)
+	if got, want := keep(rules, &times, &st, 0), 145*time.Second; got != want {
+		t.Errorf("keep after 4 of 100/h = %v, want %v", got, want)
+	}
+}
+
+// decide is advance then describe: describing afterwards, from a copy of
+// the state, gives the same Decision (the in-process path describes after
+// the store's lock is released).
+func TestAdvanceThenDescribe(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
 	for trial := range 20000 {
 		b := Bucket{Capacity: 1 + rng.Int64N(1000), Period: time.Duration(1 + rng.Int64N(int64(time.Hour)))}
-		if trial%3 == 0 {
-			b = Bucket{Capacity: 1 + rng.Int64N(MaxCapacity), Period: time.Duration(1 + rng.Int64N(int64(MaxPeriod)))}
-		}
-		rules := []Bucket{b}
+		rules := []Bucket{b, {Capacity: b.Capacity + 1 + rng.Int64N(100), Period: b.Period * 2}}[:1+trial%2]
 		st := fullState(rules, rng.Int64N(1<<40))
-		if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
-			st.levels[0] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
+		for i, r := range rules {
+			if w := rng.Int64N(r.Capacity + 1); w < r.Capacity {
+				st.levels[i] = level{whole: w, frac: rng.Int64N(int64(r.Period))}
+			}
 		}
 		now := st.at + rng.Int64N(int64(b.Period)) - int64(b.Period)/4
 		cost := 1 + rng.Int64N(b.Capacity)
-		take := rng.IntN(2) == 0
-		d := decide(rules, &st, now, cost, take)
-		if got, want := retentionAfter(rules, &st, now, d.ResetAfter), retention(rules, &st, now); got != want {
-			t.Fatalf("trial %d: %v state %+v now %d cost %d take %v: retentionAfter %v, retention %v", trial, b, st, now, cost, take, got, want)
+		a, c := st, st
+		want := decide(rules, &a, now, cost, true)
+		allowed := advance(rules, &c, now, cost, true)
+		copied := c
+		var got Decision
+		describe(&got, rules, &copied, now, cost, allowed)
+		if got != want || c != a {
+			t.Fatalf("trial %d: %v: advance+describe %+v state %+v, decide %+v state %+v", trial, rules, got, c, want, a)
 		}
-	}
-	two := []Bucket{{Capacity: 4, Period: 8 * time.Second}, {Capacity: 100, Period: time.Hour}}
-	st := fullState(two, 0)
-	d := decide(two, &st, 0, 4, true)
-	if got, want := retentionAfter(two, &st, 0, d.ResetAfter), retention(two, &st, 0); got != want {
-		t.Errorf("two buckets: retentionAfter %v, retention %v", got, want)
 	}
 }
