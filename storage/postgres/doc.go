@@ -24,16 +24,24 @@
 //
 // # Statements
 //
-// Get, CompareAndSwap and Delete are one statement and one round trip
-// each, prepared once per connection (pgx's statement cache). For
-// CompareAndSwap that is an INSERT ... ON CONFLICT DO UPDATE when expected
-// is 0 (it inserts, or takes over an expired row), and otherwise an UPDATE
-// combined with a SELECT ... FOR SHARE that returns the current row on
-// conflict, read after any writer in flight has committed. Versions come
-// from the table's identity sequence, so they grow across keys, Delete and
-// expiry. A conflict with expected 0 on a live row rewrites that row
-// unchanged (it is how the statement reads a row committed after it
-// started); every other conflict writes nothing.
+// Get, Delete and every CompareAndSwap that swaps are one statement and
+// one round trip each, prepared once per connection (pgx's statement
+// cache). For CompareAndSwap that is an INSERT ... ON CONFLICT DO UPDATE
+// when expected is 0 (it inserts, or takes over an expired row, and on a
+// live row returns it), and otherwise a bare UPDATE ... RETURNING, which
+// costs the server no more than the simplest upsert. An UPDATE that finds
+// no row with the expected version is followed by a SELECT ... FOR SHARE
+// that returns the current row, read after any writer in flight has
+// committed: a lost swap takes two round trips. While many swaps are lost
+// (processes competing for the same keys: more than about one in nine of
+// the store's recent swaps), the store sends the UPDATE and that SELECT as
+// one statement instead, which returns the current row in the same round
+// trip but costs the server about a fifth more for every swap; it goes
+// back to the bare UPDATE as swaps are won again. Versions come from the
+// table's identity sequence, so they grow across keys, Delete and expiry.
+// A conflict with expected 0 on a live row rewrites that row unchanged (it
+// is how the statement reads a row committed after it started); every
+// other conflict writes nothing.
 //
 // # Expiry
 //

@@ -129,6 +129,24 @@ func TestConformance(t *testing.T) {
 	conformance.RunLimiter(t, newStore)
 }
 
+// Each form of a compare-and-swap with an expected version (see
+// Store.swap) keeps the contract on its own: the adaptive store above
+// switches between them only as contention comes and goes.
+func TestConformanceOfEachSwapForm(t *testing.T) {
+	for _, combined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("combined=%t", combined), func(t *testing.T) {
+			pinned := func(tb testing.TB) storage.Store {
+				tb.Helper()
+				s := openStore(tb, testbackend.PostgresURL(tb))
+				postgres.PinSwapForm(s, combined)
+				return s
+			}
+			conformance.RunStore(t, pinned)
+			conformance.RunLimiter(t, pinned)
+		})
+	}
+}
+
 func BenchmarkConformance(b *testing.B) {
 	conformance.RunBenchmarks(b, newStore)
 }
@@ -465,8 +483,17 @@ func TestBackgroundSweep(t *testing.T) {
 }
 
 func TestConflictReturnsNewestRow(t *testing.T) {
+	for _, combined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("combined=%t", combined), func(t *testing.T) {
+			testConflictReturnsNewestRow(t, combined)
+		})
+	}
+}
+
+func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 	url := testbackend.PostgresURL(t)
 	s := openStore(t, url)
+	postgres.PinSwapForm(s, combined)
 	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
 	first, _, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("first"), time.Hour)
 	if err != nil {
@@ -547,5 +574,59 @@ func TestNewNeverClosesThePool(t *testing.T) {
 	}
 	if _, err := s.Get(t.Context(), "k"); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("Get after Close = %v, want storage.ErrClosed", err)
+	}
+}
+
+// The score that chooses the form of a swap rises with each swap lost and
+// falls back with the swaps won, so a store shared by competing processes
+// sends the combined statement, and one that is not sends the bare update.
+func TestSwapFormFollowsContention(t *testing.T) {
+	s := openStore(t, testbackend.PostgresURL(t))
+	ctx := t.Context()
+	rec, _, err := s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	win := func() {
+		t.Helper()
+		next, swapped, err := s.CompareAndSwap(ctx, "k", rec.Version, []byte("v"), time.Hour)
+		if err != nil || !swapped {
+			t.Fatalf("swap from the current version: %t, %v", swapped, err)
+		}
+		rec = next
+	}
+	lose := func() {
+		t.Helper()
+		cur, swapped, err := s.CompareAndSwap(ctx, "k", rec.Version+1_000_000, []byte("x"), time.Hour)
+		if err != nil || swapped || cur.Version != rec.Version || string(cur.Value) != "v" {
+			t.Fatalf("swap from a wrong version = %+v, %t, %v; want the current record %+v", cur, swapped, err, rec)
+		}
+	}
+	win()
+	if got := postgres.Contention(s); got != 0 {
+		t.Fatalf("contention after a win = %d, want 0", got)
+	}
+	lose() // two-step: update, then read
+	if got := postgres.Contention(s); got != postgres.LossWeight {
+		t.Fatalf("contention after a loss = %d, want %d", got, postgres.LossWeight)
+	}
+	lose() // combined
+	for range postgres.LossWeight {
+		win()
+	}
+	if got := postgres.Contention(s); got != postgres.LossWeight {
+		t.Fatalf("contention after two losses and %d wins = %d, want %d", postgres.LossWeight, got, postgres.LossWeight)
+	}
+	for range 2 * postgres.MaxContention {
+		lose()
+	}
+	if got := postgres.Contention(s); got < postgres.MaxContention || got >= postgres.MaxContention+postgres.LossWeight {
+		t.Fatalf("contention after many losses = %d, want about %d", got, postgres.MaxContention)
+	}
+	for range 2 * postgres.MaxContention {
+		win()
+	}
+	if got := postgres.Contention(s); got != 0 {
+		t.Fatalf("contention after as many wins = %d, want 0", got)
 	}
 }

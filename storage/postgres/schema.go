@@ -226,7 +226,7 @@ func verifyTable(ctx context.Context, db queryer, name, quoted string) (string, 
 
 // statements holds the SQL of a Store, built once for its table.
 type statements struct {
-	get, insert, swap, del, sweep string
+	get, insert, update, current, swap, del, sweep string
 }
 
 // newStatements builds the statements for a quoted table name t and its
@@ -270,8 +270,31 @@ RETURNING r.version = currval(` + seq + `),
 	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
 	clock_timestamp()`,
 
+		// A swap with an expected version is update, then current when
+		// update found no row, or swap on its own: see Store.swap.
+
 		// $1 key, $2 expected version (not 0), $3 value, $4 ttl in
-		// microseconds.
+		// microseconds. Updates the live row with that version, the
+		// cheapest statement that can swap: returns its new version and
+		// the server's time, or no row.
+		update: `UPDATE ` + t + ` AS r
+SET value = $3, version = nextval(` + seq + `), expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
+WHERE r.key = $1 AND r.version = $2 AND r.expires_at > clock_timestamp()
+RETURNING r.version, clock_timestamp()`,
+
+		// $1 key. The current live row, read after a lost update: FOR
+		// SHARE waits for a writer in flight and reads the newest committed
+		// version rather than the snapshot's. Always one row, with the
+		// server's time; NULL version and value when absent or expired.
+		current: `SELECT c.version, c.value, clock_timestamp() FROM (SELECT) AS one
+LEFT JOIN LATERAL (
+	SELECT r.version, r.value FROM ` + t + ` AS r
+	WHERE r.key = $1 AND r.expires_at > clock_timestamp()
+	FOR SHARE
+) AS c ON true`,
+
+		// $1 key, $2 expected version (not 0), $3 value, $4 ttl in
+		// microseconds: update and current in one statement.
 		//
 		// upd updates the live row with that version. When it does not,
 		// cur reads the current live row; FOR SHARE makes it wait for a

@@ -1,0 +1,20 @@
+package postgres
+
+// PinSwapForm makes s send every compare-and-swap with an expected
+// version in one form, combined or two-step, whatever the contention.
+func PinSwapForm(s *Store, combined bool) {
+	if combined {
+		s.form = swapCombined
+	} else {
+		s.form = swapTwoStep
+	}
+}
+
+// Contention returns the score that chooses the form of a swap.
+func Contention(s *Store) int32 { return s.contention.Load() }
+
+// LossWeight and MaxContention are the score's constants.
+const (
+	LossWeight    = lossWeight
+	MaxContention = maxContention
+)
