@@ -47,14 +47,8 @@ func fullState(rules []Bucket, now int64) state {
 // later, so a caller may keep it.
 func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
 	var d Decision
-	decideTo(&d, rules, s, now, cost, take)
+	describe(&d, rules, s, now, cost, advance(rules, s, now, cost, take))
 	return d
-}
-
-// decideTo is decide, writing the Decision to *d, which must be zero: the
-// hot path passes it down instead of copying it up through every caller.
-func decideTo(d *Decision, rules []Bucket, s *state, now, cost int64, take bool) {
-	describe(d, rules, s, now, cost, advance(rules, s, now, cost, take))
 }
 
 // advance is the part of decide that changes s: it refills every bucket
@@ -134,12 +128,12 @@ func newTokenTimes(rules []Bucket) tokenTimes {
 }
 
 // keep is a time to live for s at now that is at least retention(rules,
-// s, now), and never more than the longest Period above it: per bucket, a
-// token's time (see
-// tokenTimes) for each missing whole token, at most a Period. That
-// exceeds the exact wait by less than one token's time plus a nanosecond
-// per missing token. It needs no division, so an in-process store's lock
-// is not held for one.
+// s, now): per bucket, a token's time (see tokenTimes) for each missing
+// whole token, at most a Period, plus a second. It exceeds retention by
+// less than one token's time plus a nanosecond per missing token, and
+// never by more than the longest Period. It divides nothing, so that the
+// in-process path, which computes it under the store's lock, does not
+// wait there for a division of its own.
 func keep(rules []Bucket, t *tokenTimes, s *state, now int64) time.Duration {
 	var full uint64
 	for i, b := range rules {

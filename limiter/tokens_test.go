@@ -295,14 +295,15 @@ func TestAdvanceThenDescribe(t *testing.T) {
 		}
 		now := st.at + rng.Int64N(int64(b.Period)) - int64(b.Period)/4
 		cost := 1 + rng.Int64N(b.Capacity)
+		take := rng.IntN(4) != 0
 		a, c := st, st
-		want := decide(rules, &a, now, cost, true)
-		allowed := advance(rules, &c, now, cost, true)
+		want := decide(rules, &a, now, cost, take)
+		allowed := advance(rules, &c, now, cost, take)
 		copied := c
 		var got Decision
 		describe(&got, rules, &copied, now, cost, allowed)
 		if got != want || c != a {
-			t.Fatalf("trial %d: %v: advance+describe %+v state %+v, decide %+v state %+v", trial, rules, got, c, want, a)
+			t.Fatalf("trial %d: %v take %t: advance+describe %+v state %+v, decide %+v state %+v", trial, rules, take, got, c, want, a)
 		}
 	}
 }

@@ -32,8 +32,8 @@ type Store struct {
 	closed atomic.Bool
 
 	// contention scores recent swaps: raised by lossWeight for each one
-	// lost, lowered by one for each one won, never below 0 nor (much)
-	// above maxContention. While it is above 0, swaps are sent as one
+	// lost, lowered by one for each one won, never below 0 nor above
+	// maxContention. While it is above 0, swaps are sent as one
 	// statement that also returns the current record (see swap).
 	contention atomic.Int32
 	form       swapForm // tests pin one form
@@ -273,15 +273,13 @@ func (s *Store) swap(ctx context.Context, key string, expected uint64, value []b
 
 // score counts a swap won or lost towards the choice of swap's form.
 func (s *Store) score(won bool) {
-	if !won {
-		if s.contention.Load() < maxContention {
-			s.contention.Add(lossWeight)
-		}
-		return
-	}
 	for {
 		c := s.contention.Load()
-		if c <= 0 || s.contention.CompareAndSwap(c, c-1) {
+		next := c - 1
+		if !won {
+			next = min(c+lossWeight, maxContention)
+		}
+		if next < 0 || next == c || s.contention.CompareAndSwap(c, next) {
 			return
 		}
 	}

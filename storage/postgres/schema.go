@@ -242,11 +242,12 @@ func newStatements(t, seq string) statements {
 		get: `SELECT r.value, r.version, now() FROM (SELECT) AS one
 	LEFT JOIN ` + t + ` AS r ON r.key = $1 AND r.expires_at > now()`,
 
-		// CompareAndSwap is one of the next two statements, as expected is
-		// 0 or not; both return exactly one row, with the server's time
-		// after the write. New versions come from the table's sequence, so
-		// they are larger than any version any key has had, also after
-		// Delete, expiry and sweep.
+		// CompareAndSwap is insert when expected is 0, and otherwise update
+		// (then current when update returns no row) or swap, as
+		// Store.swap chooses. Each returns the server's time after the
+		// write. New versions come from the table's sequence, so they are
+		// larger than any version any key has had, also after Delete,
+		// expiry and sweep.
 
 		// $1 key, $2 value, $3 ttl in microseconds; for expected = 0.
 		//
@@ -269,9 +270,6 @@ RETURNING r.version = currval(` + seq + `),
 	r.version,
 	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
 	clock_timestamp()`,
-
-		// A swap with an expected version is update, then current when
-		// update found no row, or swap on its own: see Store.swap.
 
 		// $1 key, $2 expected version (not 0), $3 value, $4 ttl in
 		// microseconds. Updates the live row with that version, the
