@@ -312,7 +312,9 @@ func sluiceWith(name string, open func(e *env, ns string) (storage.Store, error)
 }
 
 // countingStore counts the calls a limiter makes to its store; each one is
-// a round trip (one statement, one queued write).
+// a round trip (one statement, one queued write), but for a compare-and-swap
+// that PostgreSQL loses while few are lost, which takes two statements (the
+// single-process runs here almost never lose one).
 type countingStore struct {
 	storage.Store
 	calls atomic.Int64

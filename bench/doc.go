@@ -27,8 +27,10 @@
 // Round trips are counted on the client: a go-redis hook counts commands
 // and pipelines sent, and a wrapper of sluice's storage.Store counts the
 // calls the limiter makes to PostgreSQL and bbolt (each is one statement or
-// one queued write). The server's own counters (INFO commandstats) would
-// also count other clients of a shared server.
+// one queued write; a compare-and-swap that PostgreSQL loses while few are
+// lost takes a second statement, which these single-process runs almost
+// never meet). The server's own counters (INFO commandstats) would also
+// count other clients of a shared server.
 //
 // # Running
 //
