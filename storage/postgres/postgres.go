@@ -215,14 +215,28 @@ func (s *Store) insert(ctx context.Context, key string, value []byte, micros int
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
-	v, err := checkVersion("cas", key, version)
+	if !swapped {
+		value = current
+	}
+	return casResult(key, &version, value, swapped, now)
+}
+
+// casResult is CompareAndSwap's outcome from the row a statement returned:
+// version is the version stored (nil: the key is absent or expired, and
+// nothing was swapped), and value the caller's when swapped (copied: the
+// store keeps no reference to it), else the current one.
+func casResult(key string, version *int64, value []byte, swapped bool, now time.Time) (storage.Record, bool, time.Time, error) {
+	if version == nil {
+		return storage.Record{}, false, now, nil
+	}
+	v, err := checkVersion("cas", key, *version)
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, err
 	}
 	if swapped {
-		return storage.Record{Value: bytes.Clone(value), Version: v}, true, now, nil
+		value = bytes.Clone(value)
 	}
-	return storage.Record{Value: current, Version: v}, false, now, nil
+	return storage.Record{Value: value, Version: v}, swapped, now, nil
 }
 
 // swapForm chooses how swap sends a compare-and-swap: as the scores of
@@ -299,11 +313,7 @@ func (s *Store) swapTwoStep(ctx context.Context, key string, expected uint64, va
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
-	v, err := checkVersion("cas", key, written)
-	if err != nil {
-		return storage.Record{}, false, time.Time{}, err
-	}
-	return storage.Record{Value: bytes.Clone(value), Version: v}, true, now, nil
+	return casResult(key, &written, value, true, now)
 }
 
 // current reads the current record of key after a lost update. Nothing
@@ -318,14 +328,7 @@ func (s *Store) current(ctx context.Context, key string) (storage.Record, bool, 
 	if err := s.pool.QueryRow(ctx, s.stmt.current, []byte(key)).Scan(&version, &value, &now); err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
-	if version == nil {
-		return storage.Record{}, false, now, nil // absent
-	}
-	v, err := checkVersion("cas", key, *version)
-	if err != nil {
-		return storage.Record{}, false, time.Time{}, err
-	}
-	return storage.Record{Value: value, Version: v}, false, now, nil
+	return casResult(key, version, value, false, now)
 }
 
 // swapCombined is swap as one statement that also returns the current
@@ -340,22 +343,10 @@ func (s *Store) swapCombined(ctx context.Context, key string, expected uint64, v
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
-	switch {
-	case written != nil:
-		v, err := checkVersion("cas", key, *written)
-		if err != nil {
-			return storage.Record{}, false, time.Time{}, err
-		}
-		return storage.Record{Value: bytes.Clone(value), Version: v}, true, now, nil
-	case version != nil:
-		v, err := checkVersion("cas", key, *version)
-		if err != nil {
-			return storage.Record{}, false, time.Time{}, err
-		}
-		return storage.Record{Value: current, Version: v}, false, now, nil
-	default:
-		return storage.Record{}, false, now, nil // absent
+	if written != nil {
+		return casResult(key, written, value, true, now)
 	}
+	return casResult(key, version, current, false, now)
 }
 
 // Delete removes key; an absent key is not an error. It is one statement.
