@@ -27,7 +27,8 @@
 // A denied request gets the same fields and Retry-After, the wait in
 // whole seconds rounded up and never 0, from the deny handler (by default
 // 429 Too Many Requests with a JSON body {"message": "..."}). For a cost-1
-// request Retry-After equals t. WithLegacyHeaders adds the older
+// request t then equals Retry-After: the wait until a request can pass,
+// whichever bucket holds it back. WithLegacyHeaders adds the older
 // X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset.
 //
 // net/http writes field names in its canonical form, "Ratelimit-Policy",

@@ -94,11 +94,18 @@ func (p *policy) binding(d limiter.Decision) int {
 	return max(best, 0)
 }
 
-// write sets the RateLimit-Policy and RateLimit fields for d, and the
-// legacy trio when asked.
-func (p *policy) write(h http.Header, d limiter.Decision, legacy bool) {
+// write sets the RateLimit-Policy and RateLimit fields for d, the
+// Decision on a request of the given cost, and the legacy trio when asked.
+func (p *policy) write(h http.Header, d limiter.Decision, cost int64, legacy bool) {
 	i := p.binding(d)
-	t := ceilSeconds(nextToken(p.buckets[i], d.Remaining, d.ResetAfter))
+	var t int64
+	if !d.Allowed && cost == 1 {
+		// Until then every request is denied, whichever bucket is short:
+		// t is the wait exactly, as in Retry-After.
+		t = ceilSeconds(d.RetryAfter)
+	} else {
+		t = ceilSeconds(nextToken(p.buckets[i], d.Remaining, d.ResetAfter))
+	}
 	h.Set(HeaderRateLimitPolicy, p.field)
 	h.Set(HeaderRateLimit, p.names[i]+";r="+strconv.FormatInt(d.Remaining, 10)+";t="+strconv.FormatInt(t, 10))
 	if legacy {
@@ -108,11 +115,18 @@ func (p *policy) write(h http.Header, d limiter.Decision, legacy bool) {
 	}
 }
 
-// nextToken returns the wait until bucket b, holding remaining whole
-// tokens and full again after reset, gains its next whole token: until
-// then the client can spend no more than remaining. The bucket refills
-// one token per Period/Capacity, so the next token comes
-// (Capacity-remaining-1) tokens' worth of time before the bucket is full.
+// nextToken returns a wait, at most a nanosecond short, until bucket b,
+// holding remaining whole tokens and full again after reset, gains its
+// next whole token: until then the client can spend no more than
+// remaining. The bucket refills one token per Period/Capacity, so the next
+// token comes (Capacity-remaining-1) tokens' worth of time before the
+// bucket is full.
+//
+// reset is rounded up from the exact wait, and the tokens' worth is
+// rounded down here, so reset minus it can exceed the wait by a
+// nanosecond; a nanosecond less can fall short of it by one. Short is the
+// safe side: t in whole seconds, rounded up, then never promises a wait
+// the bucket does not keep.
 func nextToken(b limiter.Bucket, remaining int64, reset time.Duration) time.Duration {
 	if remaining < 0 || remaining >= b.Capacity {
 		return 0
@@ -120,7 +134,7 @@ func nextToken(b limiter.Bucket, remaining int64, reset time.Duration) time.Dura
 	// (C-r-1)*P/C without overflow: C-r-1 < C, so the quotient fits.
 	hi, lo := bits.Mul64(uint64(b.Capacity-remaining-1), uint64(b.Period))
 	q, _ := bits.Div64(hi, lo, uint64(b.Capacity))
-	return max(reset-time.Duration(q), 0)
+	return max(reset-time.Duration(q)-1, 0)
 }
 
 // ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.

@@ -418,7 +418,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.fail(next, w, r, err)
 		return
 	}
-	m.policy.write(w.Header(), d, m.legacy)
+	m.policy.write(w.Header(), d, cost, m.legacy)
 	res := Result{Key: key, Cost: cost, Decision: d}
 	if m.decided != nil {
 		m.decided(r, res)

@@ -187,6 +187,35 @@ func TestHeadersSeveralBuckets(t *testing.T) {
 	})
 }
 
+// A wait of whole seconds exactly: t is not a second long, and equals
+// Retry-After, which the next request honours.
+func TestHeadersWholeSecondWait(t *testing.T) {
+	const p = `"default";q=3;w=10`
+	f := setup(t, []limiter.Bucket{{Capacity: 3, Period: 10 * time.Second}})
+	run(t, f, "192.0.2.1:1", []step{
+		{0, allowed(p, `"default";r=2;t=4`)},
+		{0, allowed(p, `"default";r=1;t=4`)},
+		{0, allowed(p, `"default";r=0;t=4`)},
+		{7 * time.Second, allowed(p, `"default";r=1;t=3`)},
+		{0, allowed(p, `"default";r=0;t=3`)},
+		{0, denied(p, `"default";r=0;t=3`, "3")},
+		{3 * time.Second, allowed(p, `"default";r=0;t=4`)},
+	})
+}
+
+// When the bucket named (the fewest tokens, the slower on a tie) is not
+// the one holding a cost-1 request back, t still says when it can pass.
+func TestHeadersDeniedByOtherBucket(t *testing.T) {
+	const p = `"default-1/11s";q=1;w=11, "default-2/35s";q=2;w=35`
+	f := setup(t, []limiter.Bucket{{Capacity: 1, Period: 11 * time.Second}, {Capacity: 2, Period: 35 * time.Second}})
+	run(t, f, "192.0.2.1:1", []step{
+		{0, allowed(p, `"default-1/11s";r=0;t=11`)},
+		{11 * time.Second, allowed(p, `"default-2/35s";r=0;t=7`)},
+		{0, denied(p, `"default-2/35s";r=0;t=11`, "11")},
+		{11 * time.Second, allowed(p, `"default-2/35s";r=0;t=13`)},
+	})
+}
+
 func TestHeadersSameCapacityNamesSlowerBucket(t *testing.T) {
 	const p = `"default-2/10s";q=2;w=10, "default-2/1m";q=2;w=60`
 	f := setup(t, []limiter.Bucket{{Capacity: 2, Period: 10 * time.Second}, {Capacity: 2, Period: time.Minute}})
