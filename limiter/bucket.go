@@ -109,8 +109,8 @@ func parsePeriod(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, errors.New("missing period")
 	}
-	if s[0] < '0' || s[0] > '9' {
-		s = "1" + s // "h" means "1h"
+	if (s[0] < '0' || s[0] > '9') && s[0] != '.' {
+		s = "1" + s // "h" means "1h"; ".5s" is half a second
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseInt(days, 10, 64)

@@ -18,6 +18,8 @@ func TestParseBuckets(t *testing.T) {
 		{"5/10s, 100/h", []limiter.Bucket{{5, 10 * time.Second}, {100, time.Hour}}},
 		{" 1/ms ,2/1h30m,3/7d", []limiter.Bucket{{1, time.Millisecond}, {2, 90 * time.Minute}, {3, 7 * 24 * time.Hour}}},
 		{"1099511627776/1ns", []limiter.Bucket{{limiter.MaxCapacity, 1}}},
+		// A period starting with a point is a fraction, as time.ParseDuration reads it.
+		{"5/.5s, 2/0.25h", []limiter.Bucket{{5, 500 * time.Millisecond}, {2, 15 * time.Minute}}},
 	} {
 		got, err := limiter.ParseBuckets(c.in)
 		if err != nil || !slices.Equal(got, c.want) {

@@ -330,7 +330,9 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
 			StoreCalls: st.calls, Retries: st.retries, Fallback: true, DryRun: l.dryRun})
 	}
-	if l.dryRun && !d.Allowed {
+	// A dry run allows what it would deny; Peek reports, as without a
+	// fallback, what a call would get.
+	if l.dryRun && !d.Allowed && method != "Peek" {
 		d.Allowed, d.DryRun = true, true
 	}
 	return d, nil

@@ -67,6 +67,28 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
+// A dry run's Peek reports the real state, whether the store or the
+// fallback answers it.
+func TestDryRunPeekWithFallback(t *testing.T) {
+	local, err := limiter.New(memory.New(), []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithDryRun(), limiter.WithFallback(local))
+	ctx := context.Background()
+	fs.FailAll(storage.ErrUnavailable)
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed || d.DryRun {
+		t.Fatalf("first call, from the fallback: %+v, %v; want allowed", d, err)
+	}
+	d, err := lim.Peek(ctx, "k")
+	if err != nil || d.Allowed || d.DryRun || d.RetryAfter < 59*time.Minute {
+		t.Errorf("Peek from the fallback of a dry run: %+v, %v; want not allowed, no DryRun, RetryAfter about 1h", d, err)
+	}
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed || !d.DryRun {
+		t.Errorf("Allow from the fallback of a dry run: %+v, %v; want allowed as a dry run", d, err)
+	}
+}
+
 func TestObserver(t *testing.T) {
 	rec := &recorder{}
 	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithObserver(rec))
