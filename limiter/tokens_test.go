@@ -307,3 +307,97 @@ func TestAdvanceThenDescribe(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideMatchesBigArithmetic checks one decision's refill, take and
+// waits against the same quantities computed with big integers, for random
+// buckets across the whole documented range (products above and below
+// 2^64), levels, elapsed times and costs.
+func TestDecideMatchesBigArithmetic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 13))
+	randBucket := func(trial int) Bucket {
+		switch trial % 3 {
+		case 0:
+			return Bucket{Capacity: 1 + rng.Int64N(MaxCapacity), Period: time.Duration(1 + rng.Int64N(int64(MaxPeriod)))}
+		case 1:
+			return Bucket{Capacity: 1 + rng.Int64N(1000), Period: time.Duration(1 + rng.Int64N(int64(time.Hour)))}
+		}
+		return Bucket{Capacity: 1 << rng.IntN(41), Period: time.Duration(1+rng.Int64N(10)) * time.Second}
+	}
+	bi := big.NewInt
+	// ceilDiv is ceil(a/b) for a >= 0.
+	ceilDiv := func(a, b *big.Int) int64 {
+		q, r := new(big.Int).QuoRem(a, b, new(big.Int))
+		if r.Sign() != 0 {
+			q.Add(q, bi(1))
+		}
+		if !q.IsInt64() {
+			return 1<<63 - 1
+		}
+		return q.Int64()
+	}
+	for trial := range 30000 {
+		rules := []Bucket{randBucket(trial)}
+		if trial%5 == 0 {
+			if b := randBucket(trial + 1); b != rules[0] {
+				rules = append(rules, b)
+			}
+		}
+		st := fullState(rules, rng.Int64N(1<<50))
+		for i, b := range rules {
+			if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
+				st.levels[i] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
+			}
+		}
+		elapsed := rng.Int64N(int64(rules[0].Period)) >> rng.IntN(40)
+		minCap := rules[0].Capacity
+		for _, b := range rules {
+			minCap = min(minCap, b.Capacity)
+		}
+		cost := 1 + rng.Int64N(minCap)>>rng.IntN(40)
+
+		// The reference: each level in units of 1/Capacity of a token's
+		// Period, refilled by Capacity units per nanosecond, capped at
+		// Capacity*Period.
+		var want state
+		want.at = st.at + elapsed
+		allowed := true
+		for i, b := range rules {
+			c, p := bi(b.Capacity), bi(int64(b.Period))
+			u := new(big.Int).Mul(bi(st.levels[i].whole), p)
+			u.Add(u, bi(st.levels[i].frac))
+			u.Add(u, new(big.Int).Mul(bi(elapsed), c))
+			if full := new(big.Int).Mul(c, p); u.Cmp(full) >= 0 {
+				u = full
+			}
+			w, f := new(big.Int).QuoRem(u, p, new(big.Int))
+			want.levels[i] = level{whole: w.Int64(), frac: f.Int64()}
+			if want.levels[i].whole < cost {
+				allowed = false
+			}
+		}
+		var retry int64
+		for i, b := range rules {
+			if allowed {
+				want.levels[i].whole -= cost
+				continue
+			}
+			if l := want.levels[i]; l.whole < cost {
+				missing := new(big.Int).Mul(bi(cost-l.whole), bi(int64(b.Period)))
+				retry = max(retry, ceilDiv(missing.Sub(missing, bi(l.frac)), bi(b.Capacity)))
+			}
+		}
+
+		got := st
+		d := decide(rules, &got, st.at+elapsed, cost, true)
+		if got != want || d.Allowed != allowed || int64(d.RetryAfter) != retry {
+			t.Fatalf("trial %d: %v from %+v after %d ns, cost %d: state %+v allowed %t retry %v; want %+v %t %v",
+				trial, rules, st, elapsed, cost, got, d.Allowed, d.RetryAfter, want, allowed, time.Duration(retry))
+		}
+		bind := binding(rules, &want)
+		l, b := want.levels[bind], rules[bind]
+		missing := new(big.Int).Mul(bi(b.Capacity-l.whole), bi(int64(b.Period)))
+		if reset := ceilDiv(missing.Sub(missing, bi(l.frac)), bi(b.Capacity)); int64(d.ResetAfter) != reset {
+			t.Fatalf("trial %d: %v state %+v: ResetAfter %v, want %v", trial, rules, want, d.ResetAfter, time.Duration(reset))
+		}
+	}
+}
