@@ -202,10 +202,6 @@ func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, int
 	if s.t.closed.Load() {
 		return nil, 0, errClosed("hold", prefix+key)
 	}
-	// The clock is read before the lock, to keep the lock short. A holder
-	// that then finds a later time stored sees no refill, as if its clock
-	// lagged; a record that expires meanwhile is still held live.
-	now := s.now()
 	// The whole key is built on the stack when it fits; find copies it
 	// only to insert it.
 	var small [holdKeySize]byte
@@ -216,6 +212,13 @@ func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, int
 	} else {
 		full = prefix + key
 	}
+	// The clock is read before the lock, to keep the lock short. A holder
+	// that then finds a later time stored sees no refill, as if its clock
+	// lagged; a record that expires meanwhile is still held live. It is
+	// read after the key is built: hashing the key reads it back in wider
+	// words than it was written in, which stalls the CPU while the writes
+	// are still in flight, and the clock's read gives them time to land.
+	now := s.now()
 	e := s.t.find(full, true)
 	e.live = e.expires > now
 	return e, s.t.base + now, nil
