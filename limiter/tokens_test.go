@@ -222,6 +222,26 @@ func advanced(rules []Bucket, st state, now, cost int64, take bool) (state, Deci
 	return st, d
 }
 
+// randomCase draws the buckets and state of one random trial: one bucket
+// from randBucket, or two distinct ones every pairEvery-th trial, last
+// seen at a time below atBound, each at a random level (full in about one
+// draw of Capacity+1).
+func randomCase(rng *rand.Rand, randBucket func(trial int) Bucket, trial, pairEvery int, atBound int64) ([]Bucket, state) {
+	rules := []Bucket{randBucket(trial)}
+	if trial%pairEvery == 0 {
+		if b := randBucket(trial + 1); b != rules[0] {
+			rules = append(rules, b)
+		}
+	}
+	st := fullState(rules, rng.Int64N(atBound))
+	for i, b := range rules {
+		if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
+			st.levels[i] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
+		}
+	}
+	return rules, st
+}
+
 // keep is never less than retention, exceeds it by less than one token's
 // time plus a nanosecond per missing token, and never by more than the
 // longest Period: random buckets (one or two), levels, times (the clock
@@ -235,18 +255,7 @@ func TestKeepBoundsRetention(t *testing.T) {
 		return Bucket{Capacity: 1 + rng.Int64N(1000), Period: time.Duration(1 + rng.Int64N(int64(time.Hour)))}
 	}
 	for trial := range 20000 {
-		rules := []Bucket{randBucket(trial)}
-		if trial%4 == 0 {
-			if b := randBucket(trial + 1); b != rules[0] {
-				rules = append(rules, b)
-			}
-		}
-		st := fullState(rules, rng.Int64N(1<<40))
-		for i, b := range rules {
-			if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
-				st.levels[i] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
-			}
-		}
+		rules, st := randomCase(rng, randBucket, trial, 4, 1<<40)
 		now := st.at + rng.Int64N(int64(rules[0].Period)) - int64(rules[0].Period)/4
 		minCap := rules[0].Capacity
 		for _, b := range rules {
@@ -336,18 +345,7 @@ func TestDecideMatchesBigArithmetic(t *testing.T) {
 		return q.Int64()
 	}
 	for trial := range 30000 {
-		rules := []Bucket{randBucket(trial)}
-		if trial%5 == 0 {
-			if b := randBucket(trial + 1); b != rules[0] {
-				rules = append(rules, b)
-			}
-		}
-		st := fullState(rules, rng.Int64N(1<<50))
-		for i, b := range rules {
-			if w := rng.Int64N(b.Capacity + 1); w < b.Capacity {
-				st.levels[i] = level{whole: w, frac: rng.Int64N(int64(b.Period))}
-			}
-		}
+		rules, st := randomCase(rng, randBucket, trial, 5, 1<<50)
 		elapsed := rng.Int64N(int64(rules[0].Period)) >> rng.IntN(40)
 		minCap := rules[0].Capacity
 		for _, b := range rules {
