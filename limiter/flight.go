@@ -245,7 +245,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		s.buf = encodeStateV1(s.buf[:0], l.fp, l.rules, &next) // see formatV2
 		st.calls++
 		ttl := retention(l.rules, &next, now)
-		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, ttl)
+		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, l.storeTTL(ttl))
 		if err != nil {
 			return fail(err, true)
 		}
@@ -312,14 +312,14 @@ func (l *Limiter) local(ctx context.Context, key string, o op, d *Decision) (sta
 	}
 	if o.refund {
 		refund(l.rules, &st, now, o.cost)
-		h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, retention(l.rules, &st, now)))
+		h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, l.storeTTL(retention(l.rules, &st, now))))
 		return stats{calls: 1}, nil
 	}
 	// Only the change of state is made under the hold; the Decision is
 	// described from the local copy after it ends.
 	allowed := advance(l.rules, &st, now, o.cost, true)
 	if allowed {
-		h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, keep(l.rules, &l.tokenTimes, &st, now)))
+		h.Commit(encodeState(h.Buffer(), l.fp, l.rules, &st), deadline(storeNow, l.storeTTL(keep(l.rules, &l.tokenTimes, &st, now))))
 	} else {
 		h.Release()
 	}

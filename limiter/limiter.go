@@ -34,6 +34,7 @@ type Limiter struct {
 	timed    storage.TimedStore   // set with WithStoreClock
 	inPlace  storage.InPlaceStore // an in-process store, decided under its hold on the key
 	storeNow bool                 // decide on inPlace's clock: no clock was given
+	ownClock bool                 // a clock was given (WithClock): see storeTTL
 	// minCapacity is the smallest Capacity: no cost above it can pass.
 	minCapacity int64
 	rules       []Bucket // canonical order: by Period, then Capacity
@@ -108,6 +109,8 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		fallback: cfg.fallback,
 	}
 	l.tokenTimes = newTokenTimes(rules)
+	_, system := cfg.clock.(systemClock)
+	l.ownClock = !system
 	l.minCapacity = rules[0].Capacity
 	for _, b := range rules {
 		l.minCapacity = min(l.minCapacity, b.Capacity)
@@ -449,6 +452,22 @@ func (l *Limiter) decodeInto(st *state, rec storage.Record, now int64) error {
 		st.levels[i].whole = b.Capacity
 	}
 	return nil
+}
+
+// minOwnClockTTL is the shortest time to live a limiter with a clock of
+// its own asks a store for. Stores expire records on their own clocks; a
+// test clock that stands still would otherwise see a key full again as
+// soon as its record expired in real time.
+const minOwnClockTTL = time.Minute
+
+// storeTTL is the time to live to ask the store for, for a record that
+// must be kept ttl on the limiter's clock: ttl itself on the system clock,
+// and at least minOwnClockTTL on a clock given with WithClock.
+func (l *Limiter) storeTTL(ttl time.Duration) time.Duration {
+	if l.ownClock {
+		return max(ttl, minOwnClockTTL)
+	}
+	return ttl
 }
 
 // corrupt is the error for the undecodable record of storeKey.

@@ -246,3 +246,64 @@ func TestClockWithoutAfter(t *testing.T) {
 		}
 	}
 }
+
+// ttlStore records the times to live a limiter asks for.
+type ttlStore struct {
+	storage.Store
+	ttls []time.Duration
+}
+
+func (s *ttlStore) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
+	s.ttls = append(s.ttls, ttl)
+	return s.Store.CompareAndSwap(ctx, key, expected, value, ttl)
+}
+
+// On the system clock a record lives until its buckets are full plus a
+// second; on a clock of the caller's, at least a minute, so that a test
+// clock standing still does not see it expire in real time.
+func TestStoreTTLOnOwnClock(t *testing.T) {
+	buckets := []limiter.Bucket{{Capacity: 1, Period: 10 * time.Millisecond}}
+	for _, c := range []struct {
+		name     string
+		opts     []limiter.Option
+		min, max time.Duration
+	}{
+		{"system clock", nil, time.Second + 10*time.Millisecond, time.Second + 11*time.Millisecond},
+		{"own clock", []limiter.Option{limiter.WithClock(fakeclock.New(time.Unix(1_700_000_000, 0)))}, time.Minute, time.Minute},
+	} {
+		mem := memory.New()
+		defer mem.Close()
+		s := &ttlStore{Store: mem} // hides the in-process path
+		lim, err := limiter.New(s, buckets, c.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, err := lim.Allow(context.Background(), "k"); err != nil || !d.Allowed {
+			t.Fatalf("%s: %+v, %v", c.name, d, err)
+		}
+		if len(s.ttls) != 1 || s.ttls[0] < c.min || s.ttls[0] > c.max {
+			t.Errorf("%s: asked for %v; want one time to live within [%v, %v]", c.name, s.ttls, c.min, c.max)
+		}
+	}
+}
+
+// The in-process path: a key emptied on a manual clock that stands still
+// stays empty after its Period plus a second of real time.
+func TestOwnClockStandingStillInProcess(t *testing.T) {
+	t.Parallel()
+	mem := memory.New(memory.WithSweepInterval(10 * time.Millisecond))
+	defer mem.Close()
+	lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: 10 * time.Millisecond}},
+		limiter.WithClock(fakeclock.New(time.Unix(1_700_000_000, 0))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("first call: %+v, %v", d, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past 10ms + 1s, and past a sweep
+	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed {
+		t.Errorf("after 1.1s of real time, none on the limiter's clock: %+v, %v; want denied", d, err)
+	}
+}

@@ -45,12 +45,12 @@ func WithName(name string) Option {
 //
 // Stores still expire records on their own clocks, after the time to live
 // the limiter asks for: the wait until every bucket is full, measured on
-// this clock, plus a second. A clock that runs slower than the store's,
-// such as a manual clock left standing, therefore finds a key's buckets
-// full again once its record expires in real time, the longest Period plus
-// a second after its last write. Tests that need a key to stay empty
-// longer than that in real time should advance their clock, or use
-// longer Periods.
+// this clock, plus a second, and with this option at least a minute. A
+// clock that runs slower than the store's, such as a manual clock left
+// standing, therefore finds a key's buckets full again once its record
+// expires in real time: a minute (or the longest Period plus a second, if
+// longer) after its last write. Tests that need a key to stay empty longer
+// than that in real time should advance their clock.
 func WithClock(clock Clock) Option {
 	return func(c *config) { c.clock = clock }
 }
