@@ -343,14 +343,14 @@ func (l *Limiter) peekLocal(ctx context.Context, key string) (state, int64, erro
 // when the hold began, and the time to decide at: the store's, unless the
 // limiter was given a clock. On error nothing is held.
 func (l *Limiter) hold(ctx context.Context, key string, st *state) (h storage.Held, storeNow, now int64, err error) {
-	if !l.storeNow {
+	if l.ownClock {
 		now = l.now() // a clock of the caller's is not read under the store's lock
 	}
 	h, storeNow, err = l.inPlace.Hold(ctx, l.prefix, key)
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	if l.storeNow {
+	if !l.ownClock {
 		now = storeNow
 	}
 	if err := l.decodeInto(st, h.Record(), now); err != nil {

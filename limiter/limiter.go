@@ -30,11 +30,14 @@ const maxAttempts = 32
 // limiters in many processes may share one store: the package
 // documentation explains how one compare-and-swap decides each call.
 type Limiter struct {
-	store    storage.Store
-	timed    storage.TimedStore   // set with WithStoreClock
-	inPlace  storage.InPlaceStore // an in-process store, decided under its hold on the key
-	storeNow bool                 // decide on inPlace's clock: no clock was given
-	ownClock bool                 // a clock was given (WithClock): see storeTTL
+	store   storage.Store
+	timed   storage.TimedStore   // set with WithStoreClock
+	inPlace storage.InPlaceStore // an in-process store, decided under its hold on the key
+	// ownClock is set when a clock was given (WithClock). Otherwise an
+	// in-process store's clock serves: it is the wall clock advanced by
+	// the monotonic one, read once per decision, and the same for every
+	// limiter on the store. See also storeTTL.
+	ownClock bool
 	// minCapacity is the smallest Capacity: no cost above it can pass.
 	minCapacity int64
 	rules       []Bucket // canonical order: by Period, then Capacity
@@ -123,10 +126,6 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		l.timed = timed
 	} else if ip, ok := store.(storage.InPlaceStore); ok {
 		l.inPlace = ip
-		// On the system clock, the store's clock serves: it is the
-		// wall clock advanced by the monotonic one, read once per
-		// decision, and the same for every limiter on the store.
-		_, l.storeNow = cfg.clock.(systemClock)
 	}
 	return l, nil
 }
