@@ -35,7 +35,9 @@ fuzz:
 # module's own. The comparison runs the whole suite BENCH_RUNS times, one
 # run after the other (so every contender meets the same conditions),
 # keeps the raw output in bench/last-run.txt and prints one table per
-# backend with the medians. bench-quick is a one-minute look.
+# backend with the medians. Every other run takes the contenders of each
+# case in reverse order (SLUICE_BENCH_ROUND), so that no contender always
+# runs first or last. bench-quick is a one-minute look.
 BENCH_RUNS ?= 5
 BENCH_TIME ?= 500ms
 
@@ -43,8 +45,8 @@ bench:
 	@if [ -f bench/go.mod ]; then \
 		cd bench && go test -c -o bench.test . && \
 		for i in $$(seq $(BENCH_RUNS)); do \
-			echo "run $$i of $(BENCH_RUNS): ./bench.test -test.run '^\$$' -test.bench . -test.benchmem -test.benchtime $(BENCH_TIME)" >&2; \
-			./bench.test -test.run '^$$' -test.bench . -test.benchmem -test.benchtime $(BENCH_TIME); \
+			echo "run $$i of $(BENCH_RUNS): SLUICE_BENCH_ROUND=$$((i - 1)) ./bench.test -test.run '^\$$' -test.bench . -test.benchmem -test.benchtime $(BENCH_TIME)" >&2; \
+			SLUICE_BENCH_ROUND=$$((i - 1)) ./bench.test -test.run '^$$' -test.bench . -test.benchmem -test.benchtime $(BENCH_TIME); \
 		done | tee last-run.txt && \
 		echo && go run ./cmd/benchtable < last-run.txt; \
 	else \

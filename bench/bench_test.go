@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,8 +146,14 @@ var networkCases = func() []benchCase {
 // runCases runs every case for every contender, the contenders of one case
 // one after the other so that they meet the same conditions. A contender
 // is set up once per case and reused across the calls the testing package
-// makes while it sizes b.N.
+// makes while it sizes b.N. In odd rounds (see round) the contenders of a
+// case run in reverse order, so that over several runs none always runs
+// first, right after the previous case's heaviest load, or always last.
 func runCases(b *testing.B, e *env, cases []benchCase, contenders []contender) {
+	if round()%2 == 1 {
+		contenders = slices.Clone(contenders)
+		slices.Reverse(contenders)
+	}
 	for _, c := range cases {
 		for _, ct := range contenders {
 			if c.deny && ct.floor {
@@ -177,6 +185,16 @@ func runCases(b *testing.B, e *env, cases []benchCase, contenders []contender) {
 			e.endCase()
 		}
 	}
+}
+
+// round is the number of this run among several (SLUICE_BENCH_ROUND, set
+// by make bench; 0 when unset or not a number).
+func round() int {
+	n, err := strconv.Atoi(os.Getenv("SLUICE_BENCH_ROUND"))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // measure calls decide b.N times in all from c.goroutines goroutines and

@@ -36,7 +36,10 @@
 //
 // make bench runs every benchmark several times and prints one table per
 // backend with each contender's throughput relative to sluice (medians of
-// the runs); make bench-quick is a short look. Servers: SLUICE_REDIS_URL
+// the runs); make bench-quick is a short look. The contenders of a case run
+// one after the other, in reverse order in every other run
+// (SLUICE_BENCH_ROUND=1, 3, ...), so that none always runs first, right
+// after the previous case's heaviest load. Servers: SLUICE_REDIS_URL
 // (default redis://127.0.0.1:6379/0) and SLUICE_POSTGRES_URL (default
 // postgres://root@127.0.0.1:5432/test?sslmode=disable); a backend whose
 // server does not answer is skipped with a line saying so. Keys and tables
