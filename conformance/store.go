@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -25,6 +26,13 @@ const (
 	// refreshTTL is the first time to live of a record whose swap must
 	// lengthen it; it leaves room for two calls before it runs out.
 	refreshTTL = 400 * time.Millisecond
+	// liveTTL is the time to live of a record that a check reads back
+	// until shortly before it runs out (liveMargin before).
+	liveTTL    = time.Second
+	liveMargin = 250 * time.Millisecond
+	// longestTTL is the longest time to live the limiter asks for: the
+	// longest Period, plus a margin.
+	longestTTL = limiter.MaxPeriod + time.Minute
 	// expiryBound is how long past its time to live a record may still
 	// read as present before a check fails.
 	expiryBound = 3 * time.Second
@@ -62,6 +70,10 @@ const (
 //     150 ms ttl reads absent, and CompareAndSwap with expected 0 succeeds
 //     on it, within a few seconds), keeps records with a long ttl, and
 //     sets the ttl given to a swap;
+//   - keeps a record for its whole time to live: one written with a 1 s
+//     ttl reads present until 750 ms after the write began, and one
+//     written with the longest ttl the limiter asks for (ten years and a
+//     minute) reads present;
 //   - keeps keys distinct and byte-exact: spaces, colons, braces, Unicode,
 //     invalid UTF-8, case, and keys of 1 KiB and MaxKeyLen bytes;
 //   - stores values byte for byte, from empty (still present, Version > 0)
@@ -126,6 +138,7 @@ func storeChecks() []storeCheck {
 		{"ConcurrentIncrements", checkConcurrentIncrements},
 		{"Expiry", checkExpiry},
 		{"SwapSetsTTL", checkSwapSetsTTL},
+		{"RecordsLiveTheirTTL", checkRecordsLiveTheirTTL},
 		{"DeleteRemoves", checkDeleteRemoves},
 		{"KeysStayDistinct", checkKeysStayDistinct},
 		{"ValuesRoundTrip", checkValuesRoundTrip},
@@ -324,6 +337,40 @@ func checkSwapSetsTTL(ctx context.Context, tb testing.TB, newStore NewStore) err
 	}
 	if err := wantRecord(ctx, s, "lengthened", long); err != nil {
 		return fmt.Errorf("a swap with ttl %v must replace the ttl %v of the record it replaced: %w", longTTL, refreshTTL, err)
+	}
+	return nil
+}
+
+// checkRecordsLiveTheirTTL: a record reads present for its whole time to
+// live, not only until some shorter time (a ttl read in the wrong unit, or
+// cut short), and the longest time to live the limiter asks for is kept
+// (not overflowed into the past).
+func checkRecordsLiveTheirTTL(ctx context.Context, tb testing.TB, newStore NewStore) error {
+	s := newStore(tb)
+	start := time.Now()
+	lives, err := write(ctx, s, "lives", 0, []byte("l1"), liveTTL)
+	if err != nil {
+		return err
+	}
+	decade, err := write(ctx, s, "decade", 0, []byte("d1"), longestTTL)
+	if err != nil {
+		return err
+	}
+	// The store's clock started the ttl after start, so the record must
+	// read present at least until start+liveTTL; liveMargin allows for the
+	// backend's expiry resolution.
+	for time.Since(start) < liveTTL-liveMargin {
+		if err := wantRecord(ctx, s, "lives", lives); err != nil {
+			return fmt.Errorf("%v after a write with ttl %v began: %w", time.Since(start).Round(time.Millisecond), liveTTL, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEvery):
+		}
+	}
+	if err := wantRecord(ctx, s, "decade", decade); err != nil {
+		return fmt.Errorf("a record written with ttl %v: %w", longestTTL, err)
 	}
 	return nil
 }

@@ -92,6 +92,9 @@ func brokenStores() []brokenStore {
 		{"records never expire", faults{ignoreExpiry: true}, []string{"Expiry", "SwapSetsTTL", "VersionsOnlyGrow"}},
 		{"CompareAndSwap ignores expiry", faults{casIgnoresExpiry: true}, []string{"Expiry"}},
 		{"swap keeps the old ttl", faults{keepTTLOnSwap: true}, []string{"SwapSetsTTL"}},
+		{"ttl is read in the wrong unit (a hundredth)", faults{ttlDivisor: 100}, []string{"RecordsLiveTheirTTL"}},
+		{"ttl is cut at 500 ms", faults{ttlCap: 500 * time.Millisecond}, []string{"RecordsLiveTheirTTL"}},
+		{"long ttls overflow into the past", faults{ttlWrapsAbove: 24 * 24 * time.Hour}, []string{"RecordsLiveTheirTTL"}},
 		{"Delete does nothing", faults{deleteNoop: true}, []string{"DeleteRemoves"}},
 		{"keys are cut at 512 bytes", faults{mapKey: func(k string) string { return k[:min(len(k), 512)] }},
 			[]string{"KeysStayDistinct"}},
@@ -147,6 +150,9 @@ type faults struct {
 	retainValue        bool                // the store keeps the caller's slice
 	ignoreContext      bool                // a done context is not checked
 	separateHandles    bool                // the factory's second call returns a new backend
+	ttlDivisor         time.Duration       // records live ttl/ttlDivisor
+	ttlCap             time.Duration       // records live at most ttlCap
+	ttlWrapsAbove      time.Duration       // a ttl longer than this expires at once
 	closeNoop          bool                // Close does nothing
 	closePanics        bool                // a second Close panics
 }
@@ -277,6 +283,15 @@ func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint
 		b.mu.Unlock()
 		runtime.Gosched()
 		b.mu.Lock()
+	}
+	if f.ttlDivisor > 0 {
+		ttl /= f.ttlDivisor
+	}
+	if f.ttlCap > 0 {
+		ttl = min(ttl, f.ttlCap)
+	}
+	if f.ttlWrapsAbove > 0 && ttl > f.ttlWrapsAbove {
+		ttl = -ttl
 	}
 	next := refRecord{value: bytes.Clone(value), expires: time.Now().Add(ttl)}
 	switch {
