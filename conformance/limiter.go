@@ -19,9 +19,11 @@ import (
 // returns keeps the semantics of DESIGN.md: exact admission counts,
 // all-or-nothing across buckets, Decision fields to the nanosecond, Peek,
 // Reset, Wait, time going backwards, and exact counts under concurrent
-// use from one and from two store handles. Time comes from a manual clock;
-// periods are long enough (10s and more) that the store's real expiry
-// never interferes.
+// use from one and from two store handles, and, for a driver that
+// implements storage.TimedStore, that the backend's time it reports
+// follows real time and lets limiters with skewed clocks share one exact
+// limit. Time comes from a manual clock; periods are long enough (10s and
+// more) that the store's real expiry never interferes.
 func RunLimiter[F Factory](t *testing.T, factory F) {
 	t.Helper()
 	newStore := asNewStore(factory)
@@ -520,6 +522,40 @@ func checkRefundConcurrent(tb testing.TB, newStore NewStore) error {
 	return nil
 }
 
+// checkTimesAdvance: the times a TimedStore reports follow real time. Two
+// calls 200 ms apart report times that far apart, give or take the
+// calls' own duration; a clock that stood still would never refill a
+// bucket on the store's clock.
+func checkTimesAdvance(ts storage.TimedStore) error {
+	ctx := context.Background()
+	const pause = 200 * time.Millisecond
+	before := time.Now()
+	_, first, err := ts.GetTimed(ctx, "clock")
+	if err != nil {
+		return err
+	}
+	time.Sleep(pause)
+	_, _, second, err := ts.CompareAndSwapTimed(ctx, "clock", 0, []byte("c"), longTTL)
+	if err != nil {
+		return err
+	}
+	_, third, err := ts.GetTimed(ctx, "clock")
+	if err != nil {
+		return err
+	}
+	spent := time.Since(before)
+	// The backend's clock may be set apart from this one; its rate may
+	// not, beyond the tolerance of its resolution (a microsecond or a
+	// millisecond).
+	if moved := second.Sub(first); moved < pause-10*time.Millisecond || moved > spent+10*time.Millisecond {
+		return fmt.Errorf("the store's time moved %v between two calls %v apart (%v in all), want about %v", moved, pause, spent.Round(time.Millisecond), pause)
+	}
+	if third.Before(second) {
+		return fmt.Errorf("the store's time went back from %v to %v between two calls", second, third)
+	}
+	return nil
+}
+
 // checkStoreClock runs two limiters whose clocks are 5s apart on a bucket
 // of 3 per 15s (a token every 5s): on the store's clock they admit exactly
 // 3 between them, as long as the check takes less than 5s of real time.
@@ -529,6 +565,9 @@ func checkStoreClock(tb testing.TB, newStore NewStore) error {
 	store := newStore(tb)
 	if _, ok := store.(storage.TimedStore); !ok {
 		return fmt.Errorf("%w: the store does not implement storage.TimedStore", errNotApplicable)
+	}
+	if err := checkTimesAdvance(store.(storage.TimedStore)); err != nil {
+		return err
 	}
 	b := []limiter.Bucket{{Capacity: 3, Period: 15 * time.Second}}
 	var lims []*limiter.Limiter

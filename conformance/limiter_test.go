@@ -1,8 +1,11 @@
 package conformance
 
 import (
+	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sluice-go/sluice/storage"
 )
@@ -50,4 +53,57 @@ func TestLimiterChecksCatchBrokenStores(t *testing.T) {
 func TestFactoryOfT(t *testing.T) {
 	ref := refFactory(faults{})
 	RunLimiter(t, func(t *testing.T) storage.Store { return ref(t) })
+}
+
+// timedRef is a reference store that reports the time now gives as its
+// backend's.
+type timedRef struct {
+	storage.Store
+	now func() time.Time
+}
+
+func (s timedRef) GetTimed(ctx context.Context, key string) (storage.Record, time.Time, error) {
+	rec, err := s.Get(ctx, key)
+	return rec, s.now(), err
+}
+
+func (s timedRef) CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
+	rec, ok, err := s.CompareAndSwap(ctx, key, expected, value, ttl)
+	return rec, ok, s.now(), err
+}
+
+// TestStoreClockCheck: StoreClockSharesAcrossSkew passes on a store that
+// reports real time, set apart or not, and fails on one whose clock stands
+// still, runs fast or goes back.
+func TestStoreClockCheck(t *testing.T) {
+	frozen := time.Now()
+	start := time.Now()
+	var back atomic.Int64
+	for _, c := range []struct {
+		name string
+		now  func() time.Time
+		ok   bool
+	}{
+		{"real time", time.Now, true},
+		{"real time, an hour ahead", func() time.Time { return time.Now().Add(time.Hour) }, true},
+		{"a clock that stands still", func() time.Time { return frozen }, false},
+		{"a clock ten times too fast", func() time.Time { return start.Add(10 * time.Since(start)) }, false},
+		{"a clock that goes back a second on every third read", func() time.Time {
+			n := back.Add(1)
+			return time.Now().Add(-time.Duration(n/3) * time.Second)
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ref := refFactory(faults{})
+			newStore := func(tb testing.TB) storage.Store { return timedRef{Store: ref(tb), now: c.now} }
+			err := checkStoreClock(t, newStore)
+			switch {
+			case c.ok && err != nil:
+				t.Fatalf("failed on a store with %s: %v", c.name, err)
+			case !c.ok && err == nil:
+				t.Fatalf("passed on a store with %s", c.name)
+			}
+			t.Logf("result: %v", err)
+		})
+	}
 }
