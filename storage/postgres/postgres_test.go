@@ -511,6 +511,10 @@ func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 	if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
 		t.Fatal(err)
 	}
+	var holder int32
+	if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
 	type result struct {
 		rec     storage.Record
 		swapped bool
@@ -521,7 +525,22 @@ func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 		rec, swapped, err := s.CompareAndSwap(t.Context(), "k", first.Version, []byte("mine"), time.Hour)
 		done <- result{rec, swapped, err}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the swap block on the row
+	// Commit only once the swap waits for the row's lock: committing
+	// earlier would test nothing.
+	watch := newPool(t, url, 1)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var waiting int
+		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the swap never waited for the row's lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
