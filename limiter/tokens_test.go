@@ -99,6 +99,19 @@ func TestDecideBindingTie(t *testing.T) {
 	})
 }
 
+// A tie between buckets whose Capacity*Period products pass 2^64: the
+// slower one still binds (10M a day is 116 per second, 1M an hour 278).
+func TestDecideBindingTieLargeProducts(t *testing.T) {
+	rules := []Bucket{{Capacity: 1_000_000, Period: time.Hour}, {Capacity: 10_000_000, Period: 24 * time.Hour}}
+	st := state{at: 0}
+	st.levels[0] = level{whole: 1_000_000}
+	st.levels[1] = level{whole: 1_000_000}
+	d := decide(rules, &st, 0, 1, false)
+	if d.Limit != 10_000_000 || d.Remaining != 1_000_000 {
+		t.Fatalf("tied at 1M tokens: Limit %d Remaining %d, want the slower bucket (Limit 10000000, Remaining 1000000)", d.Limit, d.Remaining)
+	}
+}
+
 func TestDecideClockBackwards(t *testing.T) {
 	rules := []Bucket{{Capacity: 2, Period: 2 * time.Second}}
 	runSteps(t, rules, []step{
@@ -391,8 +404,22 @@ func TestDecideMatchesBigArithmetic(t *testing.T) {
 			t.Fatalf("trial %d: %v from %+v after %d ns, cost %d: state %+v allowed %t retry %v; want %+v %t %v",
 				trial, rules, st, elapsed, cost, got, d.Allowed, d.RetryAfter, want, allowed, time.Duration(retry))
 		}
-		bind := binding(rules, &want)
+		// The binding bucket, found apart from binding(): the fewest whole
+		// tokens, then the slowest to refill (Capacity_i*Period_j <
+		// Capacity_j*Period_i, in big integers), then the first.
+		bind := 0
+		for i := 1; i < len(rules); i++ {
+			wi, wb := want.levels[i].whole, want.levels[bind].whole
+			rate := new(big.Int).Mul(bi(rules[i].Capacity), bi(int64(rules[bind].Period)))
+			best := new(big.Int).Mul(bi(rules[bind].Capacity), bi(int64(rules[i].Period)))
+			if wi < wb || wi == wb && rate.Cmp(best) < 0 {
+				bind = i
+			}
+		}
 		l, b := want.levels[bind], rules[bind]
+		if d.Limit != b.Capacity || d.Remaining != l.whole {
+			t.Fatalf("trial %d: %v state %+v: Limit %d Remaining %d, want %d %d (bucket %d)", trial, rules, want, d.Limit, d.Remaining, b.Capacity, l.whole, bind)
+		}
 		missing := new(big.Int).Mul(bi(b.Capacity-l.whole), bi(int64(b.Period)))
 		if reset := ceilDiv(missing.Sub(missing, bi(l.frac)), bi(b.Capacity)); int64(d.ResetAfter) != reset {
 			t.Fatalf("trial %d: %v state %+v: ResetAfter %v, want %v", trial, rules, want, d.ResetAfter, time.Duration(reset))

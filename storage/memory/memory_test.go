@@ -577,9 +577,6 @@ func TestHoldConcurrent(t *testing.T) {
 // TestHoldAllocations: once a key exists, a hold and commit allocate
 // nothing.
 func TestHoldAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
 	s := memory.New()
 	defer s.Close()
 	ctx := context.Background()
