@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,7 +171,10 @@ func openError(path string, timeout time.Duration, err error) error {
 		return fmt.Errorf("bolt: open %q: %w (gave up after %v): %w", path, ErrLocked, timeout, err)
 	case errors.Is(err, bolterrors.ErrInvalid),
 		errors.Is(err, bolterrors.ErrVersionMismatch),
-		errors.Is(err, bolterrors.ErrChecksum):
+		errors.Is(err, bolterrors.ErrChecksum),
+		// A file shorter than two pages that is not empty: bbolt says so
+		// without a sentinel error.
+		strings.Contains(err.Error(), "file size too small"):
 		return fmt.Errorf("bolt: open %q: not a bbolt database: %w: %w", path, storage.ErrCorrupt, err)
 	default:
 		return fmt.Errorf("bolt: open %q: %w", path, err)

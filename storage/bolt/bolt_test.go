@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -375,6 +376,12 @@ func TestOpenBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Shorter than two pages, so bbolt refuses it before it reads a page.
+	short := filepath.Join(dir, "short.bin")
+	if err := os.WriteFile(short, bytes.Repeat([]byte{0xa5}, 8000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	foreign := filepath.Join(dir, "foreign.db")
 	db, err := bbolt.Open(foreign, 0o600, nil)
 	if err != nil {
@@ -399,6 +406,7 @@ func TestOpenBadInput(t *testing.T) {
 	}{
 		{"missing directory", filepath.Join(dir, "no", "such", "dir", "x.db"), []error{fs.ErrNotExist}, "no such file"},
 		{"not a bbolt file", notDB, []error{storage.ErrCorrupt, bolterrors.ErrInvalid}, "not a bbolt database"},
+		{"a short file, not a bbolt file", short, []error{storage.ErrCorrupt}, "not a bbolt database"},
 		{"bucket of another program", foreign, []error{storage.ErrCorrupt}, `bucket "sluice" holds data not written by sluice`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
