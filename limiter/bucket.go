@@ -69,7 +69,9 @@ func formatPeriod(d time.Duration) string {
 // time.ParseDuration string ("10s", "1h30m", "250ms") or a whole number of
 // days ("7d"), and a bare unit means one of it ("100/h", "1000/d").
 // Spaces around items are ignored. Each bucket is checked as New checks
-// it; errors wrap ErrInvalidBucket and quote the item at fault.
+// it (Capacity and Period in range); errors wrap ErrInvalidBucket and quote
+// the item at fault. The list as a whole (no bucket twice, at most
+// MaxBuckets) is checked by New.
 func ParseBuckets(s string) ([]Bucket, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, fmt.Errorf("%w: no buckets in %q", ErrInvalidBucket, s)

@@ -11,17 +11,18 @@ type Observer interface {
 	// decision of the fallback limiter.
 	OnDecision(Event)
 	// OnError is called for each call that failed in the store (or with
-	// ErrContention), before the fallback limiter, if any, decides instead.
+	// ErrContention, or because its context ended), before the fallback
+	// limiter, if any, decides instead.
 	OnError(Event)
 }
 
 // Event describes one call of a Limiter.
 type Event struct {
-	Method   string // "AllowN", "Peek", "Refund" or "Reset"
-	Key      string
-	Cost     int64
+	Method   string   // "AllowN", "Peek", "Refund" or "Reset"
+	Key      string   // the key as the caller gave it
+	Cost     int64    // the call's cost: n for AllowN and Refund, 0 for Peek and Reset
 	Decision Decision // the real decision, before WithDryRun turns a denial into an allow
-	Err      error    // the store's error, for OnError
+	Err      error    // the error, for OnError: the store's, ErrContention or the context's
 	// Latency is the wall time the call took, store calls included.
 	Latency time.Duration
 	// StoreCalls is how many store calls were made to decide the call; in

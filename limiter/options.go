@@ -77,9 +77,10 @@ func WithStoreClock() Option {
 	return func(c *config) { c.storeClock = true }
 }
 
-// WithObserver sends every decision and every store error to o, for
-// metrics and logs. The default is no observer, which costs nothing. o
-// must be safe for concurrent use and should return quickly.
+// WithObserver sends every decision and every failed call (a store error,
+// ErrContention, or a context that ended) to o, for metrics and logs. The
+// default is no observer, which costs nothing. o must be safe for
+// concurrent use and should return quickly.
 func WithObserver(o Observer) Option {
 	return func(c *config) { c.observer = o }
 }

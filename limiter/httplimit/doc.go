@@ -82,9 +82,10 @@
 // # Caveats
 //
 //   - Requests exempted with WithSkip get no rate-limit headers.
-//   - A request answered by the error handler, or served under
+//   - A request answered 503 after a store failure, or served under
 //     WithFailOpen, carries RateLimit-Policy but no RateLimit: there is no
-//     decision to report.
+//     decision to report. A 400 (no key) or 500 (a bad cost) carries
+//     neither.
 //   - w in RateLimit-Policy is whole seconds: a bucket refilling in less
 //     than a second is written with w=1.
 //   - Trusting a proxy means trusting every address it forwards: list only

@@ -21,7 +21,7 @@
 // is reclaimed by the janitor, a goroutine that sweeps the store every
 // second (see WithSweepInterval), locking one record at a time, so a burst
 // of a million keys touched once costs memory only until their time to
-// live has passed (about 300 bytes a key meanwhile). Close stops the
+// live has passed (about 250 bytes a key meanwhile). Close stops the
 // janitor; a Store dropped without Close has its janitor stopped once the
 // garbage collector finds it unreachable.
 //

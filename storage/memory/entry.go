@@ -44,8 +44,9 @@ type entry struct {
 	_     [entrySize - 112]byte // up to the size class that keeps lines whole
 }
 
-// entrySize is the size of an entry: two cache lines, and a size class
-// whose objects start on a cache line.
+// entrySize is the size of an entry on 64-bit platforms: two cache lines,
+// and a size class whose objects start on a cache line. (On 32-bit ones,
+// where pointers and slices are smaller, an entry takes 104 bytes.)
 const entrySize = 128
 
 // inlineSize is the largest value kept inside its entry: a one-bucket

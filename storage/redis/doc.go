@@ -94,8 +94,9 @@
 //
 // A failure of the server or the network returns an error that names the
 // operation and the key and wraps both storage.ErrUnavailable and the
-// go-redis error, so errors.Is(err, storage.ErrUnavailable) and errors.As
-// on redis.Error both work:
+// cause, so errors.Is(err, storage.ErrUnavailable) works, and errors.As
+// finds redis.Error for an error reply of the server and *net.OpError for
+// a failure of the network:
 //
 //	redis: cas "user:42": storage: unavailable: dial tcp 127.0.0.1:6379: connect: connection refused
 //	redis: cas "user:42": server refused the cas script: storage: unavailable: NOAUTH Authentication required.
