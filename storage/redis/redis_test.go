@@ -59,6 +59,12 @@ func newMiniStore() conformance.NewStore {
 		if strings.HasSuffix(tb.Name(), "/ConcurrentIncrements") {
 			tb.Skip("miniredis: too slow for this check (a Lua interpreter per script call)")
 		}
+		// miniredis, running in the test binary, reads PX into an int: on
+		// a 32-bit platform a ten-year time to live is out of its range
+		// (a Redis server is not). Real Redis runs the check there too.
+		if strings.HasSuffix(tb.Name(), "/RecordsLiveTheirTTL") && strconv.IntSize == 32 {
+			tb.Skip("miniredis: a ten-year PX overflows its int on a 32-bit platform")
+		}
 		mu.Lock()
 		m, ok := servers[tb]
 		if !ok {
