@@ -308,9 +308,21 @@ func TestSchemaForMigrations(t *testing.T) {
 
 func TestNewWithoutCreatePrivilege(t *testing.T) {
 	url := testbackend.PostgresURL(t)
-	openStore(t, url) // the table, made by the test's own role
-	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
-	role := testbackend.Namespace(t) + "_app"
+	// The table lives in a schema of its own, where the application's role
+	// gets USAGE but not CREATE: before PostgreSQL 15 every role may create
+	// tables in public, so the current schema would prove nothing there.
+	schema := testbackend.Namespace(t)
+	quotedSchema := pgx.Identifier{schema}.Sanitize()
+	execSQL(t, url, "CREATE SCHEMA "+quotedSchema)
+	t.Cleanup(func() { execSQL(t, url, "DROP SCHEMA IF EXISTS "+quotedSchema+" CASCADE") })
+	name := schema + ".limits"
+	owner, err := postgres.New(t.Context(), newPool(t, url, 1), postgres.WithTable(name)) // made by the test's own role
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner.Close()
+	table := quotedSchema + ".limits"
+	role := schema + "_app"
 	quotedRole := pgx.Identifier{role}.Sanitize()
 	admin := newPool(t, url, 1)
 	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'"); err != nil {
@@ -321,9 +333,14 @@ func TestNewWithoutCreatePrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { execSQL(t, url, "DROP OWNED BY "+quotedRole, "DROP ROLE "+quotedRole) })
+	var seq string
+	if err := admin.QueryRow(t.Context(), "SELECT pg_get_serial_sequence($1, 'version')", table).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
 	execSQL(t, url,
+		"GRANT USAGE ON SCHEMA "+quotedSchema+" TO "+quotedRole,
 		"GRANT SELECT, INSERT, UPDATE, DELETE ON "+table+" TO "+quotedRole,
-		"GRANT USAGE ON SEQUENCE "+pgx.Identifier{testbackend.Namespace(t) + "_version_seq"}.Sanitize()+" TO "+quotedRole)
+		"GRANT USAGE ON SEQUENCE "+seq+" TO "+quotedRole)
 	u, err := neturl.Parse(url)
 	if err != nil {
 		t.Fatal(err)
@@ -331,13 +348,13 @@ func TestNewWithoutCreatePrivilege(t *testing.T) {
 	u.User = neturl.UserPassword(role, "sluice")
 	pool := newPool(t, u.String(), 1)
 	var canCreate bool
-	if err := pool.QueryRow(t.Context(), "SELECT has_schema_privilege(current_schema(), 'CREATE')").Scan(&canCreate); err != nil {
+	if err := pool.QueryRow(t.Context(), "SELECT has_schema_privilege($1, 'CREATE')", schema).Scan(&canCreate); err != nil {
 		t.Fatal(err)
 	}
 	if canCreate {
-		t.Skipf("role %s may create tables in the current schema on this server; nothing to check", role)
+		t.Fatalf("role %s may create tables in schema %s: the test proves nothing", role, schema)
 	}
-	s, err := postgres.New(t.Context(), pool, postgres.WithTable(testbackend.Namespace(t)))
+	s, err := postgres.New(t.Context(), pool, postgres.WithTable(name))
 	if err != nil {
 		t.Fatalf("New by a role that may use the table but not create tables: %v", err)
 	}
