@@ -94,7 +94,7 @@ const (
 // in CloseThenErrClosed, where it closes the handle under test; the
 // factory's cleanup then closes it again.
 //
-// The subtests run one after another, on real time: about a second of
+// The subtests run one after another, on real time: about two seconds of
 // waiting for expiry in all, plus some ten thousand contended
 // compare-and-swap calls: with -race on a busy two-core machine, the
 // whole suite took 4 s against a local Redis and 11 s against a local
