@@ -843,3 +843,34 @@ func runDecisions(b *testing.B, g int, decide func(key string) error) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "decisions/s")
 	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
 }
+
+// A record whose expiry has passed reads absent at once, before any sweep:
+// Get returns Version 0, its old version conflicts and expected 0 swaps.
+// (The conformance suite allows a few seconds of lateness for backends
+// that expire on their own; this store decides expiry itself, exactly.)
+func TestExpiredIsAbsentBeforeSweep(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "expired.db"))
+	first, _, err := s.CompareAndSwap(ctx, "k", 0, []byte("old"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := first.Version
+	// The same record, with an expiry 500ms past.
+	lately := time.Now().Add(-500 * time.Millisecond).UnixNano()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(s.bucket).Put([]byte("k"), encodeRecord(v, lately, []byte("old")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 0 || rec.Value != nil {
+		t.Fatalf("Get of a record expired 500ms ago = %+v, %v; want absent", rec, err)
+	}
+	if rec, swapped, err := s.CompareAndSwap(ctx, "k", v, []byte("new"), time.Minute); err != nil || swapped || rec.Version != 0 {
+		t.Fatalf("CompareAndSwap(expected %d) on the expired record = %+v, %t, %v; want a conflict with an absent record", v, rec, swapped, err)
+	}
+	if rec, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("new"), time.Minute); err != nil || !swapped || rec.Version <= v {
+		t.Fatalf("CompareAndSwap(expected 0) on the expired record = %+v, %t, %v; want a swap to a version above %d", rec, swapped, err, v)
+	}
+}

@@ -1,5 +1,7 @@
 package postgres
 
+import "time"
+
 // PinSwapForm makes s send every compare-and-swap with an expected
 // version in one form, combined or two-step, whatever the contention.
 func PinSwapForm(s *Store, combined bool) {
@@ -9,6 +11,9 @@ func PinSwapForm(s *Store, combined bool) {
 		s.form = swapTwoStep
 	}
 }
+
+// TTLMicros is the time to live sent to the server for ttl.
+func TTLMicros(ttl time.Duration) int64 { return ttlMicros(ttl) }
 
 // Contention returns the score that chooses the form of a swap.
 func Contention(s *Store) int32 { return s.contention.Load() }

@@ -196,11 +196,22 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 	if value == nil {
 		value = []byte{} // nil would be sent as NULL
 	}
-	micros := int64((ttl + time.Microsecond - 1) / time.Microsecond)
+	micros := ttlMicros(ttl)
 	if expected == 0 {
 		return s.insert(ctx, key, value, micros)
 	}
 	return s.swap(ctx, key, expected, value, micros)
+}
+
+// ttlMicros is ttl in whole microseconds, the unit of the statements,
+// rounded up so that a record never lives less than it was asked to (and
+// without overflow for the longest durations).
+func ttlMicros(ttl time.Duration) int64 {
+	micros := int64(ttl / time.Microsecond)
+	if ttl%time.Microsecond > 0 {
+		micros++
+	}
+	return micros
 }
 
 // insert is CompareAndSwap with expected 0.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	neturl "net/url"
 	"strings"
 	"sync"
@@ -673,5 +674,26 @@ func TestSwapFormFollowsContention(t *testing.T) {
 	}
 	if got := postgres.Contention(s); got != 0 {
 		t.Fatalf("contention after as many wins = %d, want 0", got)
+	}
+}
+
+// The time to live goes to the server in whole microseconds, rounded up:
+// a record never lives less than asked, and the longest durations do not
+// overflow.
+func TestTTLMicros(t *testing.T) {
+	for _, c := range []struct {
+		ttl  time.Duration
+		want int64
+	}{
+		{0, 0},
+		{time.Nanosecond, 1},
+		{time.Microsecond, 1},
+		{time.Microsecond + time.Nanosecond, 2},
+		{time.Second, 1_000_000},
+		{math.MaxInt64, math.MaxInt64/1000 + 1},
+	} {
+		if got := postgres.TTLMicros(c.ttl); got != c.want {
+			t.Errorf("ttl %v sent as %d µs, want %d", c.ttl, got, c.want)
+		}
 	}
 }
