@@ -486,3 +486,86 @@ func TestExpiredRecordOneCall(t *testing.T) {
 		t.Errorf("a decision after the record expired made %+v store calls, want %+v", got, want)
 	}
 }
+
+// Wait fails at once, without waiting, when the context's deadline comes
+// before the token would, even by a second; with a second to spare it
+// waits and takes the token.
+func TestWaitDeadlineBoundary(t *testing.T) {
+	for _, c := range []struct {
+		budget time.Duration
+		waits  bool
+	}{
+		{59 * time.Second, false},
+		{61 * time.Second, true},
+	} {
+		t.Run(c.budget.String(), func(t *testing.T) {
+			mem := memory.New()
+			defer mem.Close()
+			clock := fakeclock.New(t0)
+			lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Minute}}, limiter.WithClock(clock))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, err := lim.Allow(t.Context(), "k"); err != nil || !d.Allowed {
+				t.Fatalf("first Allow = %+v, %v", d, err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), c.budget)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- lim.Wait(ctx, "k") }()
+			if !c.waits {
+				// Either Wait returns, or it registered a wait on the
+				// clock that it cannot finish before its deadline.
+				for {
+					select {
+					case err := <-done:
+						if !errors.Is(err, context.DeadlineExceeded) {
+							t.Fatalf("Wait with %v left for a 60s wait = %v, want an error wrapping context.DeadlineExceeded", c.budget, err)
+						}
+						return
+					default:
+					}
+					if clock.Waiters() > 0 {
+						t.Fatalf("Wait with %v left began a 60s wait instead of failing at once", c.budget)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			clock.BlockUntil(1)
+			clock.Advance(time.Minute)
+			if err := <-done; err != nil {
+				t.Fatalf("Wait with %v left for a 60s wait = %v, want nil", c.budget, err)
+			}
+		})
+	}
+}
+
+// Buckets come back in the canonical order (by Period, then Capacity)
+// whatever order they were given in, and that order names the default
+// namespace in the store: processes that list the same buckets in another
+// order share their counts.
+func TestCanonicalOrderNamesTheStore(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: 100, Period: time.Hour}, {Capacity: 5, Period: 10 * time.Second}, {Capacity: 50, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: 50, Period: time.Hour}, {Capacity: 100, Period: time.Hour}}
+	if got := lim.Buckets(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Buckets() = %v, want %v", got, want)
+	}
+	if _, err := lim.Allow(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := mem.Get(t.Context(), "5/10s,50/1h,100/1h:k"); err != nil || rec.Version == 0 {
+		t.Fatalf("Get of the default namespace's key = %+v, %v; want the record Allow wrote", rec, err)
+	}
+	other, err := limiter.New(mem, []limiter.Bucket{{Capacity: 50, Period: time.Hour}, {Capacity: 5, Period: 10 * time.Second}, {Capacity: 100, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := other.Peek(t.Context(), "k"); err != nil || d.Remaining != 4 {
+		t.Fatalf("Peek by a limiter given the same buckets in another order = %+v, %v; want 4 left", d, err)
+	}
+}

@@ -183,3 +183,14 @@ func TestFormatWritten(t *testing.T) {
 		}
 	}
 }
+
+// The fingerprint is part of every stored record and of a named limiter's
+// keys: it must not change between releases, or every stored limit would
+// start afresh on upgrade and processes of two releases would not share
+// their counts.
+func TestFingerprintIsStable(t *testing.T) {
+	rules := []Bucket{{Capacity: 5, Period: 10 * time.Second}, {Capacity: 100, Period: time.Hour}}
+	if got := fingerprint(rules); got != 0x1143efa1 {
+		t.Fatalf("fingerprint(%v) = %#x, want 0x1143efa1", rules, got)
+	}
+}
