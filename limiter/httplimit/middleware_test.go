@@ -294,6 +294,10 @@ func TestKeys(t *testing.T) {
 		{"every hop trusted: leftmost", []httplimit.Option{proxies}, "10.0.0.1:1",
 			[]string{"X-Forwarded-For: 10.9.9.9, 10.0.0.2"}, "ip:10.9.9.9"},
 		{"trusted peer, no header", []httplimit.Option{proxies}, "10.0.0.1:1", nil, "ip:10.0.0.1"},
+		{"trusted IPv4-mapped prefix", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:172.16.0.0/108")}, "172.16.1.2:1",
+			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
+		{"outside an IPv4-mapped prefix", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:172.16.0.0/120")}, "172.16.1.2:1",
+			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:172.16.1.2"},
 		{"trusted IPv6 proxy by address", []httplimit.Option{proxies}, "[2001:db8:ffff::1]:1",
 			[]string{"X-Forwarded-For: 2001:db8:aaaa:bbbb::1"}, "ip:2001:db8:aaaa:bbbb::/64"},
 		{"hops with ports", []httplimit.Option{proxies}, "10.0.0.1:1",
@@ -546,6 +550,7 @@ func TestNewRejects(t *testing.T) {
 	}{
 		{"bad CIDR", []httplimit.Option{httplimit.WithTrustedProxies("10.0.0.0/33")}},
 		{"not an address", []httplimit.Option{httplimit.WithTrustedProxies("proxy.internal")}},
+		{"IPv4-mapped prefix under 96 bits", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:0.0.0.0/95")}},
 		{"IPv6 prefix 0", []httplimit.Option{httplimit.WithIPv6Prefix(0)}},
 		{"IPv6 prefix 129", []httplimit.Option{httplimit.WithIPv6Prefix(129)}},
 		{"IPv4 prefix 33", []httplimit.Option{httplimit.WithIPv4Prefix(33)}},
