@@ -979,6 +979,9 @@ func TestPipelineCallerGivesUp(t *testing.T) {
 		r.rec, r.swapped, r.err = s.CompareAndSwap(callCtx, "k0", 0, []byte("v"), time.Minute)
 		given <- r
 	}()
+	// The caller that gives up is the first of its pipeline, whose context
+	// the pipeline's could be derived from.
+	waitQueued(t, s, 1)
 	for i := 1; i < n; i++ {
 		wg.Go(func() {
 			r := &results[i]
@@ -1004,6 +1007,83 @@ func TestPipelineCallerGivesUp(t *testing.T) {
 		if r := results[i]; r.err != nil || !r.swapped {
 			t.Errorf("CompareAndSwap(k%d) = %+v, %t, %v; want a swap", i, r.rec, r.swapped, r.err)
 		}
+	}
+}
+
+// A pipeline runs to the latest deadline of its calls: a caller with a
+// short deadline gives up alone, and the call beside it with a long one
+// is still served after the short deadline has passed.
+func TestPipelineKeepsLatestDeadline(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	s, g := gatedStore(t, ownClient(t, srv.Addr()))
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	short, cancelShort := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancelShort()
+	long, cancelLong := context.WithTimeout(t.Context(), time.Minute)
+	defer cancelLong()
+	var a, b casResult
+	wg.Go(func() { a.rec, a.swapped, a.err = s.CompareAndSwap(short, "short", 0, []byte("v"), time.Minute) })
+	wg.Go(func() { b.rec, b.swapped, b.err = s.CompareAndSwap(long, "long", 0, []byte("v"), time.Minute) })
+	waitQueued(t, s, 2)
+	g.holdPipes.Store(true)
+	g.holdSingle.Store(false)
+	close(g.release)
+	held.Wait()
+	g.wait(t, 1) // the pipeline of both waits at the gate
+	<-short.Done()
+	time.Sleep(50 * time.Millisecond) // past the short deadline, by the pipeline's clock too
+	close(g.releasePipes)
+	wg.Wait()
+	if !errors.Is(a.err, context.DeadlineExceeded) {
+		t.Errorf("CompareAndSwap with a 100ms deadline, held 150ms = %+v, %t, %v; want an error matching context.DeadlineExceeded", a.rec, a.swapped, a.err)
+	}
+	if b.err != nil || !b.swapped {
+		t.Errorf("CompareAndSwap with a minute's deadline in the same pipeline = %+v, %t, %v; want a swap", b.rec, b.swapped, b.err)
+	}
+}
+
+// More calls than one pipeline takes go out in several, and every caller
+// gets its reply: none is left waiting.
+func TestPipelineOverflow(t *testing.T) {
+	ctx := t.Context()
+	srv := testbackend.StartRedis(t)
+	s, g := gatedStore(t, ownClient(t, srv.Addr()))
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	n := redis.MaxBatch + 88
+	results := make([]casResult, n)
+	for i := range n {
+		wg.Go(func() {
+			r := &results[i]
+			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, []byte("v"), time.Minute)
+		})
+	}
+	waitQueued(t, s, n)
+	g.holdSingle.Store(false)
+	close(g.release)
+	held.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("callers still waiting 30s after the release; pipelines sent: %v", g.sent())
+	}
+	for i, r := range results {
+		if r.err != nil || !r.swapped {
+			t.Errorf("CompareAndSwap(k%d) = %+v, %t, %v; want a swap", i, r.rec, r.swapped, r.err)
+		}
+	}
+	total := 0
+	for _, size := range g.sent() {
+		if size > redis.MaxBatch {
+			t.Errorf("a pipeline of %d commands, more than %d", size, redis.MaxBatch)
+		}
+		total += size
+	}
+	if total != n {
+		t.Errorf("pipelines %v carried %d commands, want %d", g.sent(), total, n)
 	}
 }
 
