@@ -874,6 +874,19 @@ func waitQueued(t *testing.T, s *redis.Store, n int) {
 	}
 }
 
+// startSwaps starts n compare-and-swaps inserting "v" under keys "k0",
+// "k1", ..., whose results wg.Wait makes ready.
+func startSwaps(ctx context.Context, s *redis.Store, wg *sync.WaitGroup, n int) []casResult {
+	results := make([]casResult, n)
+	for i := range n {
+		wg.Go(func() {
+			r := &results[i]
+			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, []byte("v"), time.Minute)
+		})
+	}
+	return results
+}
+
 // casResult is what a CompareAndSwap returned.
 type casResult struct {
 	rec     storage.Record
@@ -1052,13 +1065,7 @@ func TestPipelineOverflow(t *testing.T) {
 	var held, wg sync.WaitGroup
 	fillInFlight(t, s, g, &held)
 	n := redis.MaxBatch + 88
-	results := make([]casResult, n)
-	for i := range n {
-		wg.Go(func() {
-			r := &results[i]
-			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, []byte("v"), time.Minute)
-		})
-	}
+	results := startSwaps(ctx, s, &wg, n)
 	waitQueued(t, s, n)
 	g.holdSingle.Store(false)
 	close(g.release)
@@ -1106,13 +1113,7 @@ func TestLostPipelineRepliesAreUnavailable(t *testing.T) {
 	g.failSingle.Store(true) // the held calls never reach the server
 	fillInFlight(t, s, g, &held)
 	const n = 20
-	results := make([]casResult, n)
-	for i := range n {
-		wg.Go(func() {
-			r := &results[i]
-			r.rec, r.swapped, r.err = s.CompareAndSwap(ctx, fmt.Sprintf("k%d", i), 0, []byte("v"), time.Minute)
-		})
-	}
+	results := startSwaps(ctx, s, &wg, n)
 	waitQueued(t, s, n)
 	before := commandCalls(t, direct)["evalsha"]
 	p.mode.Store(cutReplies)
