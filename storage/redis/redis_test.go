@@ -1056,6 +1056,52 @@ func TestPipelineKeepsLatestDeadline(t *testing.T) {
 	}
 }
 
+// endedCtx is a context whose Err reports Canceled once ended is set,
+// without its Done channel ever closing: a call queued with it is seen to
+// have ended only when its pipeline is put together.
+type endedCtx struct {
+	context.Context
+	ended atomic.Bool
+}
+
+func (c *endedCtx) Done() <-chan struct{} { return nil }
+
+func (c *endedCtx) Err() error {
+	if c.ended.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A queued call whose context has ended by the time its pipeline is put
+// together is left out of it, and its caller gets the context's error:
+// not a reply that was never sent.
+func TestPipelineLeavesOutEndedCalls(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	s, g := gatedStore(t, ownClient(t, srv.Addr()))
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	ctx := &endedCtx{Context: context.Background()}
+	var swapErr, getErr error
+	wg.Go(func() { _, _, swapErr = s.CompareAndSwap(ctx, "ended", 0, []byte("v"), time.Minute) })
+	wg.Go(func() { _, getErr = s.Get(ctx, "warm") })
+	waitQueued(t, s, 2)
+	ctx.ended.Store(true)
+	g.holdSingle.Store(false)
+	close(g.release)
+	held.Wait()
+	wg.Wait()
+	if !errors.Is(swapErr, context.Canceled) {
+		t.Errorf("CompareAndSwap whose context ended while queued = %v; want an error matching context.Canceled", swapErr)
+	}
+	if !errors.Is(getErr, context.Canceled) || errors.Is(getErr, storage.ErrCorrupt) {
+		t.Errorf("Get whose context ended while queued = %v; want an error matching context.Canceled, not a corrupt record", getErr)
+	}
+	if rec, err := s.Get(t.Context(), "ended"); err != nil || rec.Version != 0 {
+		t.Errorf("the left-out call wrote its key: Get = %+v, %v; want it absent", rec, err)
+	}
+}
+
 // More calls than one pipeline takes go out in several, and every caller
 // gets its reply: none is left waiting.
 func TestPipelineOverflow(t *testing.T) {
