@@ -573,10 +573,11 @@ func checkTimesAdvance(ts storage.TimedStore) error {
 // the error bound documented in package limiter.)
 func checkStoreClock(tb testing.TB, newStore NewStore) error {
 	store := newStore(tb)
-	if _, ok := store.(storage.TimedStore); !ok {
+	ts, ok := store.(storage.TimedStore)
+	if !ok {
 		return fmt.Errorf("%w: the store does not implement storage.TimedStore", errNotApplicable)
 	}
-	if err := checkTimesAdvance(store.(storage.TimedStore)); err != nil {
+	if err := checkTimesAdvance(ts); err != nil {
 		return err
 	}
 	b := []limiter.Bucket{{Capacity: 3, Period: 15 * time.Second}}

@@ -317,7 +317,8 @@ func TestNewWithoutCreatePrivilege(t *testing.T) {
 	execSQL(t, url, "CREATE SCHEMA "+quotedSchema)
 	t.Cleanup(func() { execSQL(t, url, "DROP SCHEMA IF EXISTS "+quotedSchema+" CASCADE") })
 	name := schema + ".limits"
-	owner, err := postgres.New(t.Context(), newPool(t, url, 1), postgres.WithTable(name)) // made by the test's own role
+	admin := newPool(t, url, 1)
+	owner, err := postgres.New(t.Context(), admin, postgres.WithTable(name)) // made by the test's own role
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +326,6 @@ func TestNewWithoutCreatePrivilege(t *testing.T) {
 	table := quotedSchema + ".limits"
 	role := schema + "_app"
 	quotedRole := pgx.Identifier{role}.Sanitize()
-	admin := newPool(t, url, 1)
 	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'"); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
