@@ -50,20 +50,6 @@ func TestConformance(t *testing.T) {
 	conformance.RunLimiter(t, newStore)
 }
 
-// put stores value under key directly in inner and returns its record.
-func put(t *testing.T, inner storage.Store, key, value string) storage.Record {
-	t.Helper()
-	cur, err := inner.Get(context.Background(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, ok, err := inner.CompareAndSwap(context.Background(), key, cur.Version, []byte(value), ttl)
-	if err != nil || !ok {
-		t.Fatalf("put %q: swapped %v, err %v", key, ok, err)
-	}
-	return rec
-}
-
 func get(t *testing.T, s storage.Store, key string) storage.Record {
 	t.Helper()
 	rec, err := s.Get(context.Background(), key)

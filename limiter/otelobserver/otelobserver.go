@@ -148,7 +148,7 @@ func New(mp metric.MeterProvider, opts ...Option) (*Observer, error) {
 	for _, kv := range cfg.attrs {
 		switch {
 		case !kv.Valid():
-			return nil, fmt.Errorf("%w: empty key with value %q", ErrInvalidAttribute, kv.Value.Emit())
+			return nil, fmt.Errorf("%w: empty key with value %q", ErrInvalidAttribute, kv.Value.String())
 		case kv.Key == MethodKey, kv.Key == OutcomeKey, kv.Key == CachedKey, kv.Key == FallbackKey, kv.Key == ErrorTypeKey:
 			return nil, fmt.Errorf("%w: key %q is set by the observer", ErrInvalidAttribute, kv.Key)
 		}
