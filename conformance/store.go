@@ -509,7 +509,8 @@ func checkValuesRoundTrip(ctx context.Context, tb testing.TB, newStore NewStore)
 }
 
 // checkCallerMayReuseValue: the store keeps its own copy of a value, so
-// the caller may overwrite the slice it passed once the call returns.
+// the caller may overwrite the slice it passed once the call returns;
+// neither the record stored nor the one the swap returned changes.
 func checkCallerMayReuseValue(ctx context.Context, tb testing.TB, newStore NewStore) error {
 	s := newStore(tb)
 	var version uint64
@@ -522,6 +523,9 @@ func checkCallerMayReuseValue(ctx context.Context, tb testing.TB, newStore NewSt
 		version = rec.Version
 		for i := range buf {
 			buf[i] = 'X'
+		}
+		if string(rec.Value) != value {
+			return fmt.Errorf("the record CompareAndSwap returned holds %q once the caller overwrote the slice it passed, want %q: it must not share the caller's memory", rec.Value, value)
 		}
 		if err := wantRecord(ctx, s, "k", storage.Record{Value: []byte(value), Version: version}); err != nil {
 			return fmt.Errorf("after the caller overwrote the slice it passed to CompareAndSwap: %w", err)

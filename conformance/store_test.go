@@ -105,6 +105,7 @@ func brokenStores() []brokenStore {
 		{"swap keeps the tail of a longer value", faults{shrinkKeepsTail: true}, []string{"ValuesRoundTrip"}},
 		{"empty value reads absent", faults{emptyValueAbsent: true}, []string{"ValuesRoundTrip"}},
 		{"value slice is retained", faults{retainValue: true}, []string{"CallerMayReuseValue"}},
+		{"swap returns the caller's slice", faults{returnValue: true}, []string{"CallerMayReuseValue"}},
 		{"done context still writes", faults{ignoreContext: true}, []string{"DoneContextWritesNothing"}},
 		{"handles do not share a backend", faults{separateHandles: true}, []string{"TwoHandlesShareBackend"}},
 		{"Close does nothing", faults{closeNoop: true}, []string{"CloseThenErrClosed"}},
@@ -148,6 +149,7 @@ type faults struct {
 	shrinkKeepsTail    bool                // a shorter value is copied over a longer one in place
 	emptyValueAbsent   bool                // Get reads an empty value as absent
 	retainValue        bool                // the store keeps the caller's slice
+	returnValue        bool                // a swap returns the caller's slice as its record's Value
 	ignoreContext      bool                // a done context is not checked
 	separateHandles    bool                // the factory's second call returns a new backend
 	ttlDivisor         time.Duration       // records live ttl/ttlDivisor
@@ -316,6 +318,9 @@ func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint
 	b.recs[key] = next
 	if f.oldRecordOnSwap {
 		return current, true, nil
+	}
+	if f.returnValue {
+		return storage.Record{Value: value, Version: next.version}, true, nil
 	}
 	return storage.Record{Value: bytes.Clone(value), Version: next.version}, true, nil
 }

@@ -23,3 +23,6 @@ const (
 	LossWeight    = lossWeight
 	MaxContention = maxContention
 )
+
+// Sweeping reports whether s runs a background sweep.
+func Sweeping(s *Store) bool { return s.stopSweep != nil }

@@ -1,0 +1,276 @@
+package bolt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/sluice-go/sluice/storage"
+)
+
+// A record expires at its expiry instant, not one nanosecond later.
+func TestRecordExpiresAtItsExpiry(t *testing.T) {
+	r := record{expiry: 1000}
+	if !r.live(999) || r.live(1000) || r.live(1001) {
+		t.Errorf("live(999, 1000, 1001) = %t, %t, %t; want true, false, false", r.live(999), r.live(1000), r.live(1001))
+	}
+}
+
+// The longest ttl saturates instead of overflowing into the past.
+func TestLongestTTLIsKept(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "ttl.db"), WithNoSync())
+	rec, swapped, err := s.CompareAndSwap(ctx, "forever", 0, []byte("v"), time.Duration(math.MaxInt64))
+	if err != nil || !swapped {
+		t.Fatalf("CompareAndSwap with ttl MaxInt64 = %t, %v", swapped, err)
+	}
+	if got, err := s.Get(ctx, "forever"); err != nil || got.Version != rec.Version {
+		t.Errorf("Get after a write with ttl MaxInt64 = %+v, %v; want %+v (the expiry overflowed into the past?)", got, err, rec)
+	}
+}
+
+// Get returns its own copy of the value, not a slice of bbolt's read-only
+// memory map, which would fault when written and change or vanish when the
+// file is remapped or closed.
+func TestGetReturnsACopy(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "copy.db"), WithNoSync())
+	// Enough records that the bucket has pages of its own in the map (a
+	// small bucket is stored inline, and bbolt may copy it when reading).
+	for i := range 200 {
+		if _, _, err := s.CompareAndSwap(ctx, fmt.Sprintf("fill%03d", i), 0, make([]byte, 64), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.CompareAndSwap(ctx, "k", 0, []byte("value"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Get(ctx, "k")
+	if err != nil || string(rec.Value) != "value" {
+		t.Fatalf("Get = %+v, %v", rec, err)
+	}
+	func() {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("writing to the Value Get returned faulted (it aliases bbolt's memory map): %v", r)
+			}
+		}()
+		rec.Value[0] = 'X'
+	}()
+	if again, err := s.Get(ctx, "k"); err != nil || string(again.Value) != "value" {
+		t.Errorf("Get after the caller changed the Value of an earlier Get = %q, %v; want %q", again.Value, err, "value")
+	}
+}
+
+// A record renewed between the janitor's read and its delete is kept.
+func TestSweepSparesRenewedRecords(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "renew.db"), WithNoSync())
+	past := time.Now().Add(-time.Minute).UnixNano()
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(s.bucket)
+		if err := b.Put([]byte("renewed"), encodeRecord(1, past, []byte("old"))); err != nil {
+			return err
+		}
+		return b.Put([]byte("stale"), encodeRecord(2, past, []byte("old")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomed, _, err := s.findExpired(nil, time.Now().UnixNano())
+	if err != nil || len(doomed) != 2 {
+		t.Fatalf("findExpired = %q, %v; want both records", doomed, err)
+	}
+	rec, swapped, err := s.CompareAndSwap(ctx, "renewed", 0, []byte("new"), time.Hour)
+	if err != nil || !swapped {
+		t.Fatalf("CompareAndSwap on the expired record = %t, %v", swapped, err)
+	}
+	if n, err := s.deleteExpired(doomed, time.Now().UnixNano()); err != nil || n != 1 {
+		t.Errorf("deleteExpired = %d, %v; want 1 (only the record still expired)", n, err)
+	}
+	if got, err := s.Get(ctx, "renewed"); err != nil || got.Version != rec.Version || string(got.Value) != "new" {
+		t.Errorf("Get of the record renewed before the delete = %+v, %v; want %+v", got, err, rec)
+	}
+}
+
+// Calls on a store whose caller closed the database under it fail with
+// storage.ErrUnavailable and bbolt's cause; none reports a conflict.
+func TestDatabaseClosedUnderTheStore(t *testing.T) {
+	ctx := context.Background()
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "theirs.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, getErr := s.Get(ctx, "k")
+	_, _, casErr := s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Hour)
+	delErr := s.Delete(ctx, "k")
+	for op, err := range map[string]error{"get": getErr, "cas": casErr, "delete": delErr} {
+		if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+			t.Errorf("%s on a closed database = %v, want an error wrapping storage.ErrUnavailable and bbolt's ErrDatabaseNotOpen", op, err)
+		}
+	}
+}
+
+// A corrupt record one byte short of the header is reported, not a panic.
+func TestTruncatedHeaderIsCorrupt(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "trunc.db"), WithNoSync())
+	short := make([]byte, headerLen-1)
+	short[0] = formatV1
+	err := s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(s.bucket).Put([]byte("k"), short) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Get(ctx, "k")
+	checkCorrupt(t, "get", "k", err)
+	_, _, err = s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Hour)
+	checkCorrupt(t, "cas", "k", err)
+}
+
+// More writes than one transaction takes (maxBatch) queue behind a running
+// one: every caller gets its outcome, none is dropped or left waiting.
+func TestQueueLongerThanOneBatch(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "batch.db"), WithNoSync())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tx, err := s.db.Begin(true) // holds the writer lock: the writes queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		key     string
+		rec     storage.Record
+		swapped bool
+		err     error
+	}
+	const n = maxBatch + 2
+	results := make(chan result, n+1)
+	cas := func(key string) {
+		rec, swapped, err := s.CompareAndSwap(ctx, key, 0, []byte(key), time.Hour)
+		results <- result{key, rec, swapped, err}
+	}
+	go cas("lone")
+	waitFor(t, "the first write to start its transaction", func() bool {
+		s.queueMu.Lock()
+		defer s.queueMu.Unlock()
+		return s.busy
+	})
+	for i := range n {
+		go cas(fmt.Sprintf("q%04d", i))
+	}
+	waitFor(t, "the writes to queue", func() bool {
+		s.queueMu.Lock()
+		defer s.queueMu.Unlock()
+		return len(s.queue) == n
+	})
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for range n + 1 {
+		select {
+		case r := <-results:
+			if r.err != nil || !r.swapped || string(r.rec.Value) != r.key {
+				t.Errorf("CompareAndSwap(%q) = %+v, %t, %v", r.key, r.rec, r.swapped, r.err)
+			}
+		case <-timeout:
+			cancel() // release the callers left waiting, so that Close can return
+			t.Fatal("some queued writes never got their outcome")
+		}
+	}
+}
+
+// stopAfterClaim is a context that ends while its write is applied: its
+// second Err call, the transaction's check made once it claimed the op,
+// still returns nil, but closes Done and gives the waiting caller time to
+// see it before the commit ends.
+type stopAfterClaim struct {
+	context.Context
+	done  chan struct{}
+	calls atomic.Int32
+	ended atomic.Bool
+	once  sync.Once
+}
+
+func (c *stopAfterClaim) Done() <-chan struct{} { return c.done }
+
+func (c *stopAfterClaim) Err() error {
+	if c.ended.Load() {
+		return context.Canceled
+	}
+	if c.calls.Add(1) == 2 {
+		c.once.Do(func() {
+			close(c.done)
+			time.Sleep(50 * time.Millisecond)
+			c.ended.Store(true)
+		})
+	}
+	return nil
+}
+
+// A queued write whose ctx ends after the transaction claimed it waits for
+// the commit and reports the true outcome: it was written.
+func TestCtxEndingAfterClaimReportsTheWrite(t *testing.T) {
+	bg := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "claim.db"), WithNoSync())
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { _, _, err := s.CompareAndSwap(bg, "first", 0, []byte("v"), time.Hour); first <- err }()
+	waitFor(t, "the first write to start its transaction", func() bool {
+		s.queueMu.Lock()
+		defer s.queueMu.Unlock()
+		return s.busy
+	})
+	type result struct {
+		rec     storage.Record
+		swapped bool
+		err     error
+	}
+	second := make(chan result, 1)
+	ctx := &stopAfterClaim{Context: bg, done: make(chan struct{})}
+	go func() {
+		rec, swapped, err := s.CompareAndSwap(ctx, "second", 0, []byte("v"), time.Hour)
+		second <- result{rec, swapped, err}
+	}()
+	waitFor(t, "the second write to queue", func() bool {
+		s.queueMu.Lock()
+		defer s.queueMu.Unlock()
+		return len(s.queue) == 1
+	})
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	got := <-second
+	stored, err := s.Get(bg, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.err != nil || !got.swapped || got.rec.Version != stored.Version || stored.Version == 0 {
+		t.Errorf("CompareAndSwap whose ctx ended after its op was claimed = %+v, %t, %v; stored %+v; want the write reported as it landed", got.rec, got.swapped, got.err, stored)
+	}
+}

@@ -1,0 +1,321 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	neturl "net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-go/sluice/internal/testbackend"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/postgres"
+)
+
+// An insert (expected 0) that loses to a live record leaves that record
+// as it is: its value, its version and its expiry.
+func TestLosingInsertKeepsTheExpiry(t *testing.T) {
+	s := openStore(t, testbackend.PostgresURL(t))
+	ctx := t.Context()
+	rec, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Hour)
+	if err != nil || !swapped {
+		t.Fatalf("CompareAndSwap = %t, %v", swapped, err)
+	}
+	cur, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("x"), time.Millisecond)
+	if err != nil || swapped || cur.Version != rec.Version {
+		t.Fatalf("second insert = %+v, %t, %v; want a conflict with %+v", cur, swapped, err, rec)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got, err := s.Get(ctx, "k"); err != nil || got.Version != rec.Version || string(got.Value) != "v" {
+		t.Errorf("Get 100ms after a losing insert with ttl 1ms = %+v, %v; want %+v, still live for an hour", got, err, rec)
+	}
+}
+
+// A swap from a stale version does not wait for the row's lock, but the
+// read of the current record that follows does: while another client's
+// write is in flight it returns that write once committed, not the
+// version the snapshot saw.
+func TestConflictWaitsForWriterInFlight(t *testing.T) {
+	for _, combined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("combined=%t", combined), func(t *testing.T) {
+			url := testbackend.PostgresURL(t)
+			s := openStore(t, url)
+			postgres.PinSwapForm(s, combined)
+			table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+			first, _, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("first"), time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx, err := newPool(t, url, 1).Begin(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(context.Background())
+			var newer int64
+			if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
+				t.Fatal(err)
+			}
+			var holder int32
+			if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				rec     storage.Record
+				swapped bool
+				err     error
+			}
+			done := make(chan result, 1)
+			go func() {
+				rec, swapped, err := s.CompareAndSwap(t.Context(), "k", first.Version+1_000_000, []byte("mine"), time.Hour)
+				done <- result{rec, swapped, err}
+			}()
+			watch := newPool(t, url, 1)
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				select {
+				case got := <-done:
+					t.Fatalf("CompareAndSwap(stale) returned %+v, %t, %v while a write was in flight; want it to wait for the write's lock", got.rec, got.swapped, got.err)
+				default:
+				}
+				var waiting int
+				if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
+					t.Fatal(err)
+				}
+				if waiting > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the read of the current record never waited for the row's lock")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := tx.Commit(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			got := <-done
+			if got.err != nil || got.swapped || got.rec.Version != uint64(newer) || string(got.rec.Value) != "other" {
+				t.Errorf("CompareAndSwap(stale) = %+v, %t, %v; want the row committed meanwhile (Version %d, Value \"other\")", got.rec, got.swapped, got.err, newer)
+			}
+		})
+	}
+}
+
+// Sweep walks on past a full batch of live rows to the expired ones after
+// them (it does not rescan the first batch for ever).
+func TestSweepWalksPastLiveRows(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url, postgres.WithSweepInterval(-1))
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	execSQL(t, url,
+		`INSERT INTO `+table+` (key, value, expires_at)
+		SELECT convert_to('a-live' || g, 'UTF8'), '', clock_timestamp() + interval '1 hour' FROM generate_series(1, 1500) g`,
+		`INSERT INTO `+table+` (key, value, expires_at)
+		SELECT convert_to('b-expired' || g, 'UTF8'), '', clock_timestamp() - interval '1 second' FROM generate_series(1, 300) g`)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if deleted, err := s.Sweep(ctx); err != nil || deleted != 300 {
+		t.Errorf("Sweep = %d, %v; want 300 (the expired rows after 1500 live ones)", deleted, err)
+	}
+}
+
+// A row whose version is not positive was not written by sluice: reading
+// it is an error wrapping storage.ErrCorrupt, not an absent record.
+func TestVersionZeroIsCorrupt(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url)
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	execSQL(t, url, `INSERT INTO `+table+` (key, value, version, expires_at) VALUES
+		('zero', 'v', 0, clock_timestamp() + interval '1 hour'),
+		('negative', 'v', -1, clock_timestamp() + interval '1 hour')`)
+	for _, key := range []string{"zero", "negative"} {
+		if rec, err := s.Get(t.Context(), key); !errors.Is(err, storage.ErrCorrupt) {
+			t.Errorf("Get(%q) = %+v, %v; want an error wrapping storage.ErrCorrupt", key, rec, err)
+		}
+		if rec, _, err := s.CompareAndSwap(t.Context(), key, 0, []byte("x"), time.Hour); !errors.Is(err, storage.ErrCorrupt) {
+			t.Errorf("CompareAndSwap(%q, 0) = %+v, %v; want an error wrapping storage.ErrCorrupt", key, rec, err)
+		}
+	}
+}
+
+// When ctx ends during a call and the failure the server reports does not
+// say so (a cancel request answered with query_canceled), the error
+// still wraps the context's error, besides ErrUnavailable and the cause.
+func TestCtxEndingDuringCallIsWrapped(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 10 * time.Second}
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	table := testbackend.Namespace(t)
+	t.Cleanup(func() { dropTable(t, url, table) })
+	s := storeOn(t, pool)
+	rec, _, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := newPool(t, url, 1).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `SELECT FROM `+pgx.Identifier{table}.Sanitize()+` WHERE key = 'k' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	_, _, err = s.CompareAndSwap(ctx, "k", rec.Version, []byte("w"), time.Hour)
+	var pgErr *pgconn.PgError
+	if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &pgErr) {
+		t.Errorf("CompareAndSwap whose ctx ended while it waited for a lock = %v; want an error wrapping storage.ErrUnavailable, context.DeadlineExceeded and *pgconn.PgError", err)
+	}
+}
+
+// New fails on a table whose version column is GENERATED ALWAYS, which
+// the swaps could not write.
+func TestNewRejectsVersionGeneratedAlways(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	table := testbackend.Namespace(t)
+	t.Cleanup(func() { dropTable(t, url, table) })
+	execSQL(t, url, "CREATE TABLE "+pgx.Identifier{table}.Sanitize()+
+		` (key bytea PRIMARY KEY, value bytea NOT NULL, version bigint GENERATED ALWAYS AS IDENTITY, expires_at timestamptz NOT NULL)`)
+	s, err := postgres.New(t.Context(), newPool(t, url, 1), postgres.WithTable(table))
+	if err == nil {
+		s.Close()
+		t.Fatal("New over a table whose version is GENERATED ALWAYS succeeded, want an error")
+	}
+	if want := `column "version" is GENERATED ALWAYS`; !strings.Contains(err.Error(), want) {
+		t.Errorf("New = %v, want an error containing %q", err, want)
+	}
+}
+
+// Without WithSweepInterval, the background sweep runs (every minute);
+// with a negative interval it does not.
+func TestDefaultStartsTheSweep(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	if s := openStore(t, url); !postgres.Sweeping(s) {
+		t.Error("New without WithSweepInterval started no background sweep")
+	}
+	if s := openStore(t, url, postgres.WithSweepInterval(-1)); postgres.Sweeping(s) {
+		t.Error("New with WithSweepInterval(-1) started a background sweep")
+	}
+}
+
+// The read of the current record after a lost update fails like every
+// other statement: with storage.ErrUnavailable and the server's cause.
+// Here the role may read every column but value, which only that read
+// needs.
+func TestReadAfterLostUpdateErrorIsWrapped(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	owner := openStore(t, url)
+	rec, _, err := owner.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	admin := newPool(t, url, 1)
+	role := testbackend.Namespace(t) + "_novalue"
+	quotedRole := pgx.Identifier{role}.Sanitize()
+	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'"); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("the test's role may not create roles: %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { execSQL(t, url, "DROP OWNED BY "+quotedRole, "DROP ROLE "+quotedRole) })
+	var seq string
+	if err := admin.QueryRow(t.Context(), "SELECT pg_get_serial_sequence($1, 'version')", table).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, url,
+		"GRANT USAGE ON SCHEMA public TO "+quotedRole,
+		"GRANT SELECT (key, version, expires_at), UPDATE (value, version, expires_at) ON "+table+" TO "+quotedRole,
+		"GRANT USAGE ON SEQUENCE "+seq+" TO "+quotedRole)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.UserPassword(role, "sluice")
+	s := storeOn(t, newPool(t, u.String(), 1), postgres.WithSweepInterval(-1))
+	postgres.PinSwapForm(s, false)
+	_, _, err = s.CompareAndSwap(t.Context(), "k", rec.Version+1_000_000, []byte("x"), time.Hour)
+	var pgErr *pgconn.PgError
+	if !errors.Is(err, storage.ErrUnavailable) || !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("CompareAndSwap whose read of the current record failed = %v; want an error wrapping storage.ErrUnavailable and the server's insufficient_privilege", err)
+	}
+}
+
+// New succeeds when another client, which does not take New's advisory
+// lock (a migration, say), creates the table at the same moment: New's own
+// CREATE TABLE then fails on the catalog's unique index, and the table
+// exists.
+func TestNewWhileAnotherClientCreatesTheTable(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	table := testbackend.Namespace(t)
+	t.Cleanup(func() { dropTable(t, url, table) })
+	ddl, err := postgres.Schema(table, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := newPool(t, url, 1).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), ddl); err != nil {
+		t.Fatal(err)
+	}
+	var holder int32
+	if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	pool := newPool(t, url, 2)
+	type result struct {
+		s   *postgres.Store
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := postgres.New(t.Context(), pool, postgres.WithTable(table))
+		done <- result{s, err}
+	}()
+	watch := newPool(t, url, 1)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var waiting int
+		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("New's CREATE TABLE never waited for the other client's")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.err != nil {
+		t.Fatalf("New while another client created the table = %v, want success", got.err)
+	}
+	defer got.s.Close()
+	if _, swapped, err := got.s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Minute); err != nil || !swapped {
+		t.Fatalf("CompareAndSwap = %t, %v", swapped, err)
+	}
+}
