@@ -1,0 +1,62 @@
+package limiter_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sluice-go/sluice/internal/faultstore"
+	"github.com/sluice-go/sluice/limiter"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
+)
+
+// TestResetWithFallback: Reset empties the fallback limiter's record too,
+// and reports the store's failure even when the fallback's Reset works.
+func TestResetWithFallback(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local))
+	ctx := context.Background()
+	fs.FailAll(storage.ErrUnavailable)
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("first call, from the fallback: %+v, %v", d, err)
+	}
+	if err := lim.Reset(ctx, "k"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Reset with the store down and the fallback up = %v, want storage.ErrUnavailable", err)
+	}
+	if d, err := local.Peek(ctx, "k"); err != nil || !d.Allowed {
+		t.Errorf("the fallback after Reset: %+v, %v; want its key full again", d, err)
+	}
+}
+
+// TestFallbackNotAskedWhenContextEnded: a caller whose context has ended
+// gets the store's error, as without a fallback, and the fallback limiter
+// is not asked, for AllowN as for Refund.
+func TestFallbackNotAskedWhenContextEnded(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	lfs := faultstore.New(mem) // counts the fallback's store calls
+	local, err := limiter.New(lfs, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local))
+	fs.FailAll(storage.ErrUnavailable)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := lim.Allow(ctx, "k"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Allow with an ended context and the store down = %v, want the store's storage.ErrUnavailable", err)
+	}
+	if err := lim.Refund(ctx, "k", 1); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Refund with an ended context and the store down = %v, want the store's storage.ErrUnavailable", err)
+	}
+	if got := lfs.Calls(); got != (faultstore.Counts{}) {
+		t.Errorf("the fallback's store was called %+v for a caller whose context had ended, want never", got)
+	}
+}
