@@ -62,10 +62,7 @@ func TestConflictWaitsForWriterInFlight(t *testing.T) {
 			if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
 				t.Fatal(err)
 			}
-			var holder int32
-			if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
-				t.Fatal(err)
-			}
+			holder := backendPID(t, tx)
 			type result struct {
 				rec     storage.Record
 				swapped bool
@@ -76,25 +73,13 @@ func TestConflictWaitsForWriterInFlight(t *testing.T) {
 				rec, swapped, err := s.CompareAndSwap(t.Context(), "k", first.Version+1_000_000, []byte("mine"), time.Hour)
 				done <- result{rec, swapped, err}
 			}()
-			watch := newPool(t, url, 1)
-			for deadline := time.Now().Add(30 * time.Second); ; {
+			waitUntilBlocked(t, url, holder, "the read of the current record never waited for the row's lock", func() {
 				select {
 				case got := <-done:
 					t.Fatalf("CompareAndSwap(stale) returned %+v, %t, %v while a write was in flight; want it to wait for the write's lock", got.rec, got.swapped, got.err)
 				default:
 				}
-				var waiting int
-				if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
-					t.Fatal(err)
-				}
-				if waiting > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the read of the current record never waited for the row's lock")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			})
 			if err := tx.Commit(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -279,10 +264,7 @@ func TestNewWhileAnotherClientCreatesTheTable(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), ddl); err != nil {
 		t.Fatal(err)
 	}
-	var holder int32
-	if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
-		t.Fatal(err)
-	}
+	holder := backendPID(t, tx)
 	pool := newPool(t, url, 2)
 	type result struct {
 		s   *postgres.Store
@@ -293,20 +275,7 @@ func TestNewWhileAnotherClientCreatesTheTable(t *testing.T) {
 		s, err := postgres.New(t.Context(), pool, postgres.WithTable(table))
 		done <- result{s, err}
 	}()
-	watch := newPool(t, url, 1)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		var waiting int
-		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("New's CREATE TABLE never waited for the other client's")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntilBlocked(t, url, holder, "New's CREATE TABLE never waited for the other client's", nil)
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -529,10 +529,7 @@ func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 	if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
 		t.Fatal(err)
 	}
-	var holder int32
-	if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&holder); err != nil {
-		t.Fatal(err)
-	}
+	holder := backendPID(t, tx)
 	type result struct {
 		rec     storage.Record
 		swapped bool
@@ -545,20 +542,7 @@ func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 	}()
 	// Commit only once the swap waits for the row's lock: committing
 	// earlier would test nothing.
-	watch := newPool(t, url, 1)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		var waiting int
-		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the swap never waited for the row's lock")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntilBlocked(t, url, holder, "the swap never waited for the row's lock", nil)
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -695,5 +679,39 @@ func TestTTLMicros(t *testing.T) {
 		if got := postgres.TTLMicros(c.ttl); got != c.want {
 			t.Errorf("ttl %v sent as %d µs, want %d", c.ttl, got, c.want)
 		}
+	}
+}
+
+// backendPID returns the server process of tx's connection.
+func backendPID(t *testing.T, tx pgx.Tx) int32 {
+	t.Helper()
+	var pid int32
+	if err := tx.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// waitUntilBlocked polls, for at most 30 s, until a session waits for a
+// lock that the server process holder holds, and fails with what if none
+// does by then. poll, when not nil, runs before each look (to fail early).
+func waitUntilBlocked(t *testing.T, url string, holder int32, what string, poll func()) {
+	t.Helper()
+	watch := newPool(t, url, 1)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if poll != nil {
+			poll()
+		}
+		var waiting int
+		if err := watch.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holder).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
