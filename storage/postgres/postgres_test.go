@@ -325,29 +325,7 @@ func TestNewWithoutCreatePrivilege(t *testing.T) {
 	owner.Close()
 	table := quotedSchema + ".limits"
 	role := schema + "_app"
-	quotedRole := pgx.Identifier{role}.Sanitize()
-	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'"); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			t.Skipf("the test's role may not create roles: %v", err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { execSQL(t, url, "DROP OWNED BY "+quotedRole, "DROP ROLE "+quotedRole) })
-	var seq string
-	if err := admin.QueryRow(t.Context(), "SELECT pg_get_serial_sequence($1, 'version')", table).Scan(&seq); err != nil {
-		t.Fatal(err)
-	}
-	execSQL(t, url,
-		"GRANT USAGE ON SCHEMA "+quotedSchema+" TO "+quotedRole,
-		"GRANT SELECT, INSERT, UPDATE, DELETE ON "+table+" TO "+quotedRole,
-		"GRANT USAGE ON SEQUENCE "+seq+" TO "+quotedRole)
-	u, err := neturl.Parse(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = neturl.UserPassword(role, "sluice")
-	pool := newPool(t, u.String(), 1)
+	pool := newPool(t, roleURL(t, url, role, quotedSchema, table, "SELECT, INSERT, UPDATE, DELETE"), 1)
 	var canCreate bool
 	if err := pool.QueryRow(t.Context(), "SELECT has_schema_privilege($1, 'CREATE')", schema).Scan(&canCreate); err != nil {
 		t.Fatal(err)
@@ -714,4 +692,37 @@ func waitUntilBlocked(t *testing.T, url string, holder int32, what string, poll 
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// roleURL creates a login role name for the test, dropped when it ends,
+// that may use quotedSchema, take tableGrant (say "SELECT, UPDATE") on
+// table (quoted) and use the table's version sequence, and returns url
+// logged in as that role. It skips the test when the test's own role may
+// not create roles.
+func roleURL(t *testing.T, url, name, quotedSchema, table, tableGrant string) string {
+	t.Helper()
+	quotedRole := pgx.Identifier{name}.Sanitize()
+	admin := newPool(t, url, 1)
+	if _, err := admin.Exec(t.Context(), "CREATE ROLE "+quotedRole+" LOGIN PASSWORD 'sluice'"); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("the test's role may not create roles: %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { execSQL(t, url, "DROP OWNED BY "+quotedRole, "DROP ROLE "+quotedRole) })
+	var seq string
+	if err := admin.QueryRow(t.Context(), "SELECT pg_get_serial_sequence($1, 'version')", table).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, url,
+		"GRANT USAGE ON SCHEMA "+quotedSchema+" TO "+quotedRole,
+		"GRANT "+tableGrant+" ON "+table+" TO "+quotedRole,
+		"GRANT USAGE ON SEQUENCE "+seq+" TO "+quotedRole)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.UserPassword(name, "sluice")
+	return u.String()
 }
