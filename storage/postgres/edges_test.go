@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -34,59 +33,6 @@ func TestLosingInsertKeepsTheExpiry(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if got, err := s.Get(ctx, "k"); err != nil || got.Version != rec.Version || string(got.Value) != "v" {
 		t.Errorf("Get 100ms after a losing insert with ttl 1ms = %+v, %v; want %+v, still live for an hour", got, err, rec)
-	}
-}
-
-// A swap from a stale version does not wait for the row's lock, but the
-// read of the current record that follows does: while another client's
-// write is in flight it returns that write once committed, not the
-// version the snapshot saw.
-func TestConflictWaitsForWriterInFlight(t *testing.T) {
-	for _, combined := range []bool{false, true} {
-		t.Run(fmt.Sprintf("combined=%t", combined), func(t *testing.T) {
-			url := testbackend.PostgresURL(t)
-			s := openStore(t, url)
-			postgres.PinSwapForm(s, combined)
-			table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
-			first, _, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("first"), time.Hour)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tx, err := newPool(t, url, 1).Begin(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(context.Background())
-			var newer int64
-			if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
-				t.Fatal(err)
-			}
-			holder := backendPID(t, tx)
-			type result struct {
-				rec     storage.Record
-				swapped bool
-				err     error
-			}
-			done := make(chan result, 1)
-			go func() {
-				rec, swapped, err := s.CompareAndSwap(t.Context(), "k", first.Version+1_000_000, []byte("mine"), time.Hour)
-				done <- result{rec, swapped, err}
-			}()
-			waitUntilBlocked(t, url, holder, "the read of the current record never waited for the row's lock", func() {
-				select {
-				case got := <-done:
-					t.Fatalf("CompareAndSwap(stale) returned %+v, %t, %v while a write was in flight; want it to wait for the write's lock", got.rec, got.swapped, got.err)
-				default:
-				}
-			})
-			if err := tx.Commit(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			got := <-done
-			if got.err != nil || got.swapped || got.rec.Version != uint64(newer) || string(got.rec.Value) != "other" {
-				t.Errorf("CompareAndSwap(stale) = %+v, %t, %v; want the row committed meanwhile (Version %d, Value \"other\")", got.rec, got.swapped, got.err, newer)
-			}
-		})
 	}
 }
 

@@ -478,15 +478,22 @@ func TestBackgroundSweep(t *testing.T) {
 	}
 }
 
+// TestConflictReturnsNewestRow: while another client's write to the row
+// is in flight, a swap waits for it and then returns the row committed,
+// not the version its snapshot saw. A swap that expects the version it
+// saw waits on the row's lock; one that expects a stale version loses at
+// once, and its read of the current row waits instead.
 func TestConflictReturnsNewestRow(t *testing.T) {
 	for _, combined := range []bool{false, true} {
-		t.Run(fmt.Sprintf("combined=%t", combined), func(t *testing.T) {
-			testConflictReturnsNewestRow(t, combined)
-		})
+		for _, stale := range []bool{false, true} {
+			t.Run(fmt.Sprintf("combined=%t/stale=%t", combined, stale), func(t *testing.T) {
+				testConflictReturnsNewestRow(t, combined, stale)
+			})
+		}
 	}
 }
 
-func testConflictReturnsNewestRow(t *testing.T, combined bool) {
+func testConflictReturnsNewestRow(t *testing.T, combined, stale bool) {
 	url := testbackend.PostgresURL(t)
 	s := openStore(t, url)
 	postgres.PinSwapForm(s, combined)
@@ -495,10 +502,13 @@ func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Another client changes the row and commits while the swap, which
-	// expects the old version, waits for its lock.
-	pool := newPool(t, url, 1)
-	tx, err := pool.Begin(t.Context())
+	expected := first.Version
+	if stale {
+		expected += 1_000_000
+	}
+	// Another client changes the row and commits while the swap waits for
+	// its lock.
+	tx, err := newPool(t, url, 1).Begin(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,21 +523,27 @@ func testConflictReturnsNewestRow(t *testing.T, combined bool) {
 		swapped bool
 		err     error
 	}
-	done := make(chan result)
+	done := make(chan result, 1)
 	go func() {
-		rec, swapped, err := s.CompareAndSwap(t.Context(), "k", first.Version, []byte("mine"), time.Hour)
+		rec, swapped, err := s.CompareAndSwap(t.Context(), "k", expected, []byte("mine"), time.Hour)
 		done <- result{rec, swapped, err}
 	}()
 	// Commit only once the swap waits for the row's lock: committing
 	// earlier would test nothing.
-	waitUntilBlocked(t, url, holder, "the swap never waited for the row's lock", nil)
+	waitUntilBlocked(t, url, holder, "the swap never waited for the row's lock", func() {
+		select {
+		case got := <-done:
+			t.Fatalf("CompareAndSwap(expected %d) = %+v, %t, %v while a write was in flight; want it to wait for the write's lock", expected, got.rec, got.swapped, got.err)
+		default:
+		}
+	})
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	got := <-done
 	if got.err != nil || got.swapped || got.rec.Version != uint64(newer) || string(got.rec.Value) != "other" {
 		t.Errorf("CompareAndSwap(expected %d) = %+v, %t, %v; want the row committed meanwhile (Version %d, Value \"other\"), not swapped",
-			first.Version, got.rec, got.swapped, got.err, newer)
+			expected, got.rec, got.swapped, got.err, newer)
 	}
 }
 
