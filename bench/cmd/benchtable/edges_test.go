@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 )
@@ -14,13 +13,7 @@ func TestTargetsNotMeasured(t *testing.T) {
 BenchmarkBolt/HotKey/goroutines=1/sluice-2 	 100	 1 ns/op	 500 decisions/s
 BenchmarkBolt/HotKey/goroutines=1/floor-Update-2 	 100	 1 ns/op	 0 decisions/s
 `
-	res, err := parse(strings.NewReader(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	writeTargets(&out, res)
-	text := out.String()
+	text := targetsText(t, in)
 	wantAll(t, text, []string{
 		"- not measured: memory: 0 allocations per decision, hot key, sequential\n", // no allocs/op figure
 		"- not measured: bbolt: 1 goroutine no slower than the Update-per-write floor, hot key\n",

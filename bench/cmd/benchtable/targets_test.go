@@ -16,13 +16,7 @@ BenchmarkRedis/HotKey/goroutines=1/sluice-2 	 100	 1 ns/op	 9000 decisions/s	 60
 BenchmarkRedis/HotKey/goroutines=1/floor-EVALSHA-2 	 100	 1 ns/op	 9000 decisions/s	 50 p50-us	 900 p99-us	 1 roundtrips/op	 0 B/op	 2 allocs/op
 BenchmarkRedis/DenyExhausted/goroutines=1/sluice-2 	 100	 1 ns/op	 9000000 decisions/s	 0.2 p50-us	 0.3 p99-us	 0 roundtrips/op	 0 B/op	 0 allocs/op
 `
-	res, err := parse(strings.NewReader(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	writeTargets(&out, res)
-	text := out.String()
+	text := targetsText(t, in)
 	wantAll(t, text, []string{
 		"- NOT met: memory: hot key sequential faster than go-limiter — sluice ÷ go-limiter = 0.800 (want ≥ 1.000)",
 		"- met: memory: 0 allocations per decision, hot key, sequential — sluice allocs/op = 0 (want ≤ 0)",
@@ -33,4 +27,16 @@ BenchmarkRedis/DenyExhausted/goroutines=1/sluice-2 	 100	 1 ns/op	 9000000 decis
 		"- not measured: memory: 10,000 keys parallel faster than x/time/rate",
 		"- not measured: bbolt: 64 goroutines at least 10x the Update-per-write floor, hot key",
 	})
+}
+
+// targetsText parses benchmark output in and returns its targets section.
+func targetsText(t *testing.T, in string) string {
+	t.Helper()
+	res, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	writeTargets(&out, res)
+	return out.String()
 }
