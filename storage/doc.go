@@ -14,7 +14,8 @@
 //     any bytes except NUL, including spaces, colons, braces and UTF-8.
 //   - Values are at most MaxValueLen bytes, possibly empty. The limiter
 //     may reuse a value slice it passed in once the call returns, so a
-//     driver stores its own copy, never the caller's slice.
+//     driver stores its own copy, never the caller's slice, and no Record
+//     it returns shares that slice's memory.
 //   - ttl is positive: at least one second beyond the time the limiter's
 //     state needs to be remembered.
 //   - ctx is non-nil.
