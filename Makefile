@@ -3,7 +3,7 @@
 
 FUZZTIME ?= 10s
 
-.PHONY: test test-386 fmt-check fuzz bench bench-quick demo
+.PHONY: test test-386 test-bench fmt-check fuzz bench bench-quick demo
 
 # Vet, then every test with the race detector, in random order.
 test:
@@ -15,6 +15,12 @@ test:
 test-386:
 	GOARCH=386 go vet ./...
 	GOARCH=386 go test -count=1 -timeout 15m ./...
+
+# The bench module's own tests (the table tool, the latency histogram, the
+# store-call counter): no benchmark runs and no server is needed. The peers
+# it compares with are downloaded on the first run.
+test-bench:
+	cd bench && go vet ./... && go test -count=1 ./...
 
 # Fail when a file is not gofmt-clean.
 fmt-check:
