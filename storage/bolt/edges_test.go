@@ -7,7 +7,6 @@ import (
 	"math"
 	"path/filepath"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,6 +155,10 @@ func TestQueueLongerThanOneBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Released before the store's Close (cleanups run last first), also
+	// when the test fails before its own Rollback: Close would wait for
+	// the blocked writer for ever.
+	t.Cleanup(func() { _ = tx.Rollback() })
 	type result struct {
 		key     string
 		rec     storage.Record
@@ -199,16 +202,15 @@ func TestQueueLongerThanOneBatch(t *testing.T) {
 	}
 }
 
-// stopAfterClaim is a context that ends while its write is applied: its
-// second Err call, the transaction's check made once it claimed the op,
-// still returns nil, but closes Done and gives the waiting caller time to
-// see it before the commit ends.
+// stopAfterClaim is a context that ends while its write is applied. Once
+// armed (when its write is queued, and only the transaction that claims
+// the write will ask it), its first Err call still returns nil, but closes
+// Done and gives the waiting caller time to see it before the commit ends.
 type stopAfterClaim struct {
 	context.Context
 	done  chan struct{}
-	calls atomic.Int32
+	armed atomic.Bool
 	ended atomic.Bool
-	once  sync.Once
 }
 
 func (c *stopAfterClaim) Done() <-chan struct{} { return c.done }
@@ -217,12 +219,10 @@ func (c *stopAfterClaim) Err() error {
 	if c.ended.Load() {
 		return context.Canceled
 	}
-	if c.calls.Add(1) == 2 {
-		c.once.Do(func() {
-			close(c.done)
-			time.Sleep(50 * time.Millisecond)
-			c.ended.Store(true)
-		})
+	if c.armed.CompareAndSwap(true, false) {
+		close(c.done)
+		time.Sleep(50 * time.Millisecond)
+		c.ended.Store(true)
 	}
 	return nil
 }
@@ -232,10 +232,11 @@ func (c *stopAfterClaim) Err() error {
 func TestCtxEndingAfterClaimReportsTheWrite(t *testing.T) {
 	bg := context.Background()
 	s := mustOpen(t, filepath.Join(t.TempDir(), "claim.db"), WithNoSync())
-	tx, err := s.db.Begin(true)
+	tx, err := s.db.Begin(true) // holds the writer lock: the writes queue
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = tx.Rollback() }) // see TestQueueLongerThanOneBatch
 	first := make(chan error, 1)
 	go func() { _, _, err := s.CompareAndSwap(bg, "first", 0, []byte("v"), time.Hour); first <- err }()
 	waitFor(t, "the first write to start its transaction", func() bool {
@@ -259,13 +260,25 @@ func TestCtxEndingAfterClaimReportsTheWrite(t *testing.T) {
 		defer s.queueMu.Unlock()
 		return len(s.queue) == 1
 	})
+	ctx.armed.Store(true)
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-first; err != nil {
-		t.Fatal(err)
+	timeout := time.After(10 * time.Second)
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-timeout:
+		t.Fatal("the first write never got its outcome")
 	}
-	got := <-second
+	var got result
+	select {
+	case got = <-second:
+	case <-timeout:
+		t.Fatal("the second write never got its outcome")
+	}
 	stored, err := s.Get(bg, "second")
 	if err != nil {
 		t.Fatal(err)
