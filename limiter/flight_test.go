@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sluice-go/sluice/internal/fakeclock"
-	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/storage"
 	"github.com/sluice-go/sluice/storage/memory"
@@ -137,32 +136,4 @@ func TestHandoverSkipsCallersThatLeft(t *testing.T) {
 	if d, err := lim.Peek(bg, "k"); err != nil || d.Remaining != 8 {
 		t.Errorf("Peek = %+v, %v; want 8 left (D and E)", d, err)
 	}
-}
-
-// TestQueuedCallerLeavesTheQueue: a queued caller that leaves is taken out
-// of the queue at once.
-func TestQueuedCallerLeavesTheQueue(t *testing.T) {
-	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 5, Period: time.Hour}})
-	release := make(chan struct{})
-	fs.Hook(func(op faultstore.Op, key string) {
-		if op == faultstore.OpCAS {
-			<-release
-		}
-	})
-	done := make(chan error, 1)
-	go func() { _, err := lim.Allow(context.Background(), "k"); done <- err }()
-	for fs.Calls().CAS == 0 {
-		time.Sleep(100 * time.Microsecond)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	left := make(chan error, 1)
-	go func() { _, err := lim.AllowN(ctx, "k", 4); left <- err }()
-	waitQueued(t, lim, 1)
-	cancel()
-	<-left
-	if n := limiter.Pending(lim, "k"); n != 0 {
-		t.Errorf("%d calls queued after the only queued caller left, want 0", n)
-	}
-	close(release)
-	<-done
 }

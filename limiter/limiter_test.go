@@ -338,6 +338,9 @@ func TestQueuedCallerLeaves(t *testing.T) {
 	if err := <-left; !errors.Is(err, context.Canceled) {
 		t.Errorf("queued caller with a cancelled context: %v, want context.Canceled", err)
 	}
+	if n := limiter.Pending(lim, "k"); n != 0 {
+		t.Errorf("%d calls queued after the only queued caller left, want 0", n)
+	}
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,11 +33,10 @@ func (s *afterCAS) CompareAndSwap(ctx context.Context, key string, exp uint64, v
 func TestResetDuringFlightIsNotUndone(t *testing.T) {
 	_, fs, clock := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
 	landed, release := make(chan struct{}), make(chan struct{})
-	first := true
+	var held atomic.Bool // the first compare-and-swap only
 	st := &afterCAS{Store: fs}
 	st.hook = func() {
-		if first {
-			first = false
+		if held.CompareAndSwap(false, true) {
 			close(landed)
 			<-release
 		}
@@ -82,7 +82,9 @@ func TestRefundWithLostReplyForgetsCache(t *testing.T) {
 type deleteLost struct{ *faultstore.Store }
 
 func (s deleteLost) Delete(ctx context.Context, key string) error {
-	s.Store.Delete(ctx, key)
+	if err := s.Store.Delete(ctx, key); err != nil {
+		return err
+	}
 	return storage.ErrUnavailable
 }
 
