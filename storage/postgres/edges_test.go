@@ -105,12 +105,27 @@ func TestCtxEndingDuringCallIsWrapped(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), `SELECT FROM `+pgx.Identifier{table}.Sanitize()+` WHERE key = 'k' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	// The context ends once the swap waits for the row's lock, so that
+	// the server, not the client, ends the statement.
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	_, _, err = s.CompareAndSwap(ctx, "k", rec.Version, []byte("w"), time.Hour)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.CompareAndSwap(ctx, "k", rec.Version, []byte("w"), time.Hour)
+		done <- err
+	}()
+	waitUntilBlocked(t, url, backendPID(t, tx), "the swap never waited for the row's lock", func() {
+		select {
+		case err := <-done:
+			t.Fatalf("CompareAndSwap returned %v before the row's lock was released", err)
+		default:
+		}
+	})
+	cancel()
+	err = <-done
 	var pgErr *pgconn.PgError
-	if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &pgErr) {
-		t.Errorf("CompareAndSwap whose ctx ended while it waited for a lock = %v; want an error wrapping storage.ErrUnavailable, context.DeadlineExceeded and *pgconn.PgError", err)
+	if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, context.Canceled) || !errors.As(err, &pgErr) {
+		t.Errorf("CompareAndSwap whose ctx ended while it waited for a lock = %v; want an error wrapping storage.ErrUnavailable, context.Canceled and *pgconn.PgError", err)
 	}
 }
 
@@ -132,8 +147,8 @@ func TestNewRejectsVersionGeneratedAlways(t *testing.T) {
 	}
 }
 
-// Without WithSweepInterval, the background sweep runs (every minute);
-// with a negative interval it does not.
+// Without WithSweepInterval, the background sweep runs; with a negative
+// interval it does not.
 func TestDefaultStartsTheSweep(t *testing.T) {
 	url := testbackend.PostgresURL(t)
 	if s := openStore(t, url); !postgres.Sweeping(s) {
@@ -156,8 +171,12 @@ func TestReadAfterLostUpdateErrorIsWrapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	var schema string
+	if err := newPool(t, url, 1).QueryRow(t.Context(), "SELECT current_schema()").Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
 	role := testbackend.Namespace(t) + "_novalue"
-	login := roleURL(t, url, role, "public", table, "SELECT (key, version, expires_at), UPDATE (value, version, expires_at)")
+	login := roleURL(t, url, role, pgx.Identifier{schema}.Sanitize(), table, "SELECT (key, version, expires_at), UPDATE (value, version, expires_at)")
 	s := storeOn(t, newPool(t, login, 1), postgres.WithSweepInterval(-1))
 	postgres.PinSwapForm(s, false)
 	_, _, err = s.CompareAndSwap(t.Context(), "k", rec.Version+1_000_000, []byte("x"), time.Hour)
@@ -198,7 +217,13 @@ func TestNewWhileAnotherClientCreatesTheTable(t *testing.T) {
 		s, err := postgres.New(t.Context(), pool, postgres.WithTable(table))
 		done <- result{s, err}
 	}()
-	waitUntilBlocked(t, url, holder, "New's CREATE TABLE never waited for the other client's", nil)
+	waitUntilBlocked(t, url, holder, "New's CREATE TABLE never waited for the other client's", func() {
+		select {
+		case got := <-done:
+			t.Fatalf("New returned %v before the other client committed its table", got.err)
+		default:
+		}
+	})
 	if err := tx.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
