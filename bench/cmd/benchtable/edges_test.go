@@ -33,19 +33,25 @@ func TestRatioOfZero(t *testing.T) {
 	}
 }
 
-// TestFormatBoundaries: a round million is 1.00M, a round thousand 1.00k,
-// a round millisecond 1.00 ms.
+// TestFormatBoundaries: a figure takes the unit and precision of its
+// value rounded to three digits: a round million is 1.00M, 999,999 too,
+// and 999.6 decisions/s are 1.00k.
 func TestFormatBoundaries(t *testing.T) {
 	for _, c := range []struct {
+		name string
 		f    func(float64) string
 		in   float64
 		want string
 	}{
-		{count, 1e6, "1.00M"}, {count, 1e3, "1.00k"}, {count, 999, "999"},
-		{micros, 1000, "1.00 ms"}, {micros, 1, "1.00 µs"},
+		{"count", count, 1e6, "1.00M"}, {"count", count, 999_999, "1.00M"}, {"count", count, 1e3, "1.00k"},
+		{"count", count, 999.6, "1.00k"}, {"count", count, 999, "999"}, {"count", count, 99.96, "100"},
+		{"count", count, 9.996, "10.0"}, {"count", count, 0, "0.00"},
+		{"micros", micros, 1000, "1.00 ms"}, {"micros", micros, 999.7, "1.00 ms"}, {"micros", micros, 1, "1.00 µs"},
+		{"micros", micros, 0.9996, "1.00 µs"}, {"micros", micros, 0.202, "202 ns"},
+		{"sig3", sig3, 0.5, "0.50"}, {"sig3", sig3, 12.34, "12.3"},
 	} {
 		if got := c.f(c.in); got != c.want {
-			t.Errorf("format(%v) = %q, want %q", c.in, got, c.want)
+			t.Errorf("%s(%v) = %q, want %q", c.name, c.in, got, c.want)
 		}
 	}
 }

@@ -357,10 +357,10 @@ func ratio(ref, rw *row) string {
 
 // count formats a rate with three significant figures: 950, 12.3k, 4.56M.
 func count(v float64) string {
-	switch {
-	case v >= 1e6:
+	switch r := round3(v); {
+	case r >= 1e6:
 		return sig3(v/1e6) + "M"
-	case v >= 1e3:
+	case r >= 1e3:
 		return sig3(v/1e3) + "k"
 	}
 	return sig3(v)
@@ -368,20 +368,36 @@ func count(v float64) string {
 
 // micros formats a latency given in microseconds.
 func micros(v float64) string {
-	switch {
-	case v >= 1000:
+	switch r := round3(v); {
+	case r >= 1000:
 		return sig3(v/1000) + " ms"
-	case v >= 1:
+	case r >= 1:
 		return sig3(v) + " µs"
 	}
 	return sig3(v*1000) + " ns"
 }
 
+// round3 rounds v to three significant digits. The unit and the precision
+// of a figure are chosen for it rounded so, as it will print: 999.6 is
+// 1.00k, not 1000, and 999,999 is 1.00M, not 1000k.
+func round3(v float64) float64 {
+	if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return v
+	}
+	// The same rounding as the printing's: strconv's, to the nearest
+	// (ties to even) of the exact binary value.
+	r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
+	if err != nil {
+		return v
+	}
+	return r
+}
+
 func sig3(v float64) string {
-	switch {
-	case v >= 100:
+	switch r := round3(v); {
+	case r >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
+	case r >= 10:
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
