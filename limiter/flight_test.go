@@ -14,10 +14,9 @@ import (
 	"github.com/sluice-go/sluice/storage/memory"
 )
 
-// gatedTimed is a TimedStore whose reads a test can hold, by number.
+// gatedTimed is a timedStore whose reads a test can hold, by number.
 type gatedTimed struct {
-	storage.Store
-	clock *fakeclock.Clock
+	timedStore
 	mu    sync.Mutex
 	gets  int
 	onGet func(n int, ctx context.Context) error
@@ -31,13 +30,7 @@ func (s *gatedTimed) GetTimed(ctx context.Context, key string) (storage.Record, 
 	if err := s.onGet(n, ctx); err != nil {
 		return storage.Record{}, time.Time{}, err
 	}
-	rec, err := s.Get(ctx, key)
-	return rec, s.clock.Now(), err
-}
-
-func (s *gatedTimed) CompareAndSwapTimed(ctx context.Context, key string, exp uint64, v []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
-	rec, ok, err := s.CompareAndSwap(ctx, key, exp, v, ttl)
-	return rec, ok, s.clock.Now(), err
+	return s.timedStore.GetTimed(ctx, key)
 }
 
 // TestHandoverSkipsCallersThatLeft: the leader's context ends before its
@@ -50,7 +43,7 @@ func TestHandoverSkipsCallersThatLeft(t *testing.T) {
 	defer mem.Close()
 	clock := fakeclock.New(t0)
 	relA, bGet := make(chan struct{}), make(chan struct{})
-	st := &gatedTimed{Store: mem, clock: clock, onGet: func(n int, ctx context.Context) error {
+	st := &gatedTimed{timedStore: timedStore{Store: mem, clock: clock}, onGet: func(n int, ctx context.Context) error {
 		switch n {
 		case 1: // A's read of the store's clock fails
 			<-relA

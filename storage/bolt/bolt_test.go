@@ -514,10 +514,13 @@ func TestNewNeverClosesDB(t *testing.T) {
 func TestCorruptRecords(t *testing.T) {
 	ctx := context.Background()
 	s := mustOpen(t, filepath.Join(t.TempDir(), "corrupt.db"))
+	truncated := make([]byte, headerLen-1) // past the version, one byte short of the header
+	truncated[0] = formatV1
 	bad := map[string][]byte{
-		"foreign": []byte("written by someone else"),
-		"short":   {formatV1, 0, 0, 1},
-		"empty":   {},
+		"foreign":   []byte("written by someone else"),
+		"short":     {formatV1, 0, 0, 1},
+		"truncated": truncated,
+		"empty":     {},
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(s.bucket)
@@ -532,7 +535,7 @@ func TestCorruptRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"foreign", "short", "empty", "nested"} {
+	for _, key := range []string{"foreign", "short", "truncated", "empty", "nested"} {
 		_, err := s.Get(ctx, key)
 		checkCorrupt(t, "get", key, err)
 		_, _, err = s.CompareAndSwap(ctx, key, 0, []byte("mine"), time.Hour)

@@ -129,22 +129,6 @@ func TestDatabaseClosedUnderTheStore(t *testing.T) {
 	}
 }
 
-// A corrupt record one byte short of the header is reported, not a panic.
-func TestTruncatedHeaderIsCorrupt(t *testing.T) {
-	ctx := context.Background()
-	s := mustOpen(t, filepath.Join(t.TempDir(), "trunc.db"), WithNoSync())
-	short := make([]byte, headerLen-1)
-	short[0] = formatV1
-	err := s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(s.bucket).Put([]byte("k"), short) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.Get(ctx, "k")
-	checkCorrupt(t, "get", "k", err)
-	_, _, err = s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Hour)
-	checkCorrupt(t, "cas", "k", err)
-}
-
 // More writes than one transaction takes (maxBatch) queue behind a running
 // one: every caller gets its outcome, none is dropped or left waiting.
 func TestQueueLongerThanOneBatch(t *testing.T) {

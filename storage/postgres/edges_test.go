@@ -97,11 +97,7 @@ func TestCtxEndingDuringCallIsWrapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := newPool(t, url, 1).Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
+	tx := otherClient(t, url)
 	if _, err := tx.Exec(t.Context(), `SELECT FROM `+pgx.Identifier{table}.Sanitize()+` WHERE key = 'k' FOR UPDATE`); err != nil {
 		t.Fatal(err)
 	}
@@ -198,11 +194,7 @@ func TestNewWhileAnotherClientCreatesTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := newPool(t, url, 1).Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
+	tx := otherClient(t, url)
 	if _, err := tx.Exec(t.Context(), ddl); err != nil {
 		t.Fatal(err)
 	}

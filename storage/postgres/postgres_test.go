@@ -508,11 +508,7 @@ func testConflictReturnsNewestRow(t *testing.T, combined, stale bool) {
 	}
 	// Another client changes the row and commits while the swap waits for
 	// its lock.
-	tx, err := newPool(t, url, 1).Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
+	tx := otherClient(t, url)
 	var newer int64
 	if err := tx.QueryRow(t.Context(), `UPDATE `+table+` SET version = DEFAULT, value = 'other' WHERE key = 'k' RETURNING version`).Scan(&newer); err != nil {
 		t.Fatal(err)
@@ -741,4 +737,17 @@ func roleURL(t *testing.T, url, name, quotedSchema, table, tableGrant string) st
 	}
 	u.User = neturl.UserPassword(name, "sluice")
 	return u.String()
+}
+
+// otherClient begins a transaction on a connection of its own, as another
+// client of the table would; unless committed, it is rolled back when the
+// test ends.
+func otherClient(t *testing.T, url string) pgx.Tx {
+	t.Helper()
+	tx, err := newPool(t, url, 1).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
 }

@@ -381,15 +381,10 @@ func micros(v float64) string {
 // of a figure are chosen for it rounded so, as it will print: 999.6 is
 // 1.00k, not 1000, and 999,999 is 1.00M, not 1000k.
 func round3(v float64) float64 {
-	if v <= 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-		return v
-	}
-	// The same rounding as the printing's: strconv's, to the nearest
-	// (ties to even) of the exact binary value.
-	r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
-	if err != nil {
-		return v
-	}
+	// The same rounding as the printing's: strconv's, to the nearest (ties
+	// to even) of the exact binary value. What FormatFloat writes, NaN and
+	// infinities included, ParseFloat reads back without error.
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
 	return r
 }
 
