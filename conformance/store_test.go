@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,7 +138,7 @@ type faults struct {
 	oldRecordOnSwap    bool                // a swap returns the record it replaced
 	keepVersionOnSwap  bool                // a swap over a record keeps its version
 	perKeyVersions     bool                // versions count per key, from 1 after Delete or expiry
-	notAtomic          bool                // compare and write are two steps with a yield between
+	notAtomic          bool                // compare and write are two steps with a pause between
 	ignoreExpiry       bool                // records never expire
 	casIgnoresExpiry   bool                // Get honours expiry, CompareAndSwap does not
 	keepTTLOnSwap      bool                // a swap keeps the expiry of the record it replaces
@@ -282,8 +281,10 @@ func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint
 		return current, false, nil
 	}
 	if f.notAtomic {
+		// A window wide enough that concurrent callers always meet in it
+		// (a yield alone let a whole check pass now and then).
 		b.mu.Unlock()
-		runtime.Gosched()
+		time.Sleep(time.Millisecond)
 		b.mu.Lock()
 	}
 	if f.ttlDivisor > 0 {
