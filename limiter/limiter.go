@@ -135,10 +135,9 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 func (l *Limiter) Buckets() []Bucket { return slices.Clone(l.rules) }
 
 // Allow is shorthand for AllowN(ctx, key, 1).
-func (l *Limiter) Allow(ctx context.Context, key string) (d Decision, err error) {
-	// allowN writes the named result in place: copying a local Decision
-	// out instead costs a stall on every call (see allowN).
-	err = l.allowN(ctx, key, 1, &d)
+func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
+	var d Decision
+	err := l.allowN(ctx, key, 1, &d)
 	return d, err
 }
 
@@ -150,19 +149,13 @@ func (l *Limiter) Allow(ctx context.Context, key string) (d Decision, err error)
 // An error means the outcome is unknown or the input is refused; it is
 // never a disguised allow or deny. Store failures wrap
 // storage.ErrUnavailable, and context errors are returned as they are.
-func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (d Decision, err error) {
-	err = l.allowN(ctx, key, cost, &d)
+func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (Decision, error) {
+	var d Decision
+	err := l.allowN(ctx, key, cost, &d)
 	return d, err
 }
 
 // allowN is AllowN, writing the Decision to *d, which must be zero.
-//
-// Allow and AllowN pass their named result: the compiler then loads it
-// into the result registers field by field. Returning a local Decision
-// instead, it copies the struct 16 bytes at a time first, and on amd64
-// such a load of fields written a moment before by narrower stores cannot
-// be forwarded from the store buffer and waits for them (about 5% of a
-// decision on the in-process path).
 func (l *Limiter) allowN(ctx context.Context, key string, cost int64, d *Decision) error {
 	if err := l.check(key, cost); err != nil {
 		return err
