@@ -3,6 +3,7 @@ package limiter
 import (
 	"hash/maphash"
 	"sync"
+	"time"
 )
 
 // slot is the limiter's memory of one key: the last record it saw, and the
@@ -19,8 +20,30 @@ type slot struct {
 	version uint64
 	st      state
 	expires int64 // the limiter's time when the record's time to live ends
+	seen    int64 // the limiter's time when the store last showed this record
 
 	buf []byte // encoding buffer, used only by the leader
+}
+
+// cacheTrust is how long a record seen in the store may deny calls
+// without being read again. A denial from an older record would ignore
+// a Reset or Refund made since through another Limiter or another
+// process, which fill the key: for longer than a bucket's refill of one
+// token, which for a login limit of a few an hour is many minutes. So an
+// exhausted key costs at most one store call per cacheTrust, per key and
+// process, and a Reset or Refund anywhere is seen within it.
+const cacheTrust = time.Second
+
+// trusted reports whether the record s holds may deny a call at now
+// without a store call. s.mu must be held.
+func (s *slot) trusted(now int64) bool {
+	return durationBetween(s.seen, now) < cacheTrust
+}
+
+// remember caches the record of the given version, whose state is st as
+// of now, to expire at expires. s.mu must be held.
+func (s *slot) remember(version uint64, st state, now, expires int64) {
+	s.have, s.version, s.st, s.expires, s.seen = true, version, st, expires, now
 }
 
 // idle reports whether s can be forgotten. s.mu must be held.

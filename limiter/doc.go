@@ -61,7 +61,10 @@
 // remembers the last record of recently used keys (WithCacheSize), so a
 // busy key costs one store call per allowed decision, and a key that
 // cannot pay even after refilling is denied with no store call at all:
-// other writers can only have taken tokens since.
+// other writers can only have taken tokens since, but for a Reset or a
+// Refund. So the record that denies must have been seen in the store
+// within the last second; an exhausted key costs one read a second, per
+// process, however many calls it gets.
 //
 // Calls on one key that arrive while a store call for it is in flight
 // wait for it and are then decided together, in arrival order, with one
@@ -97,9 +100,10 @@
 //
 //   - Denials served from the cache report the Remaining and RetryAfter of
 //     the last record seen; another process may since have taken more, so
-//     they are upper and lower bounds respectively. A Reset or Refund in
-//     another process is seen by this one only once its cached state would
-//     allow the call anyway, or the key leaves the cache.
+//     they are upper and lower bounds respectively. A Reset or Refund
+//     through another Limiter or in another process can go unseen by this
+//     one for up to a second (the age of a record that still denies), or
+//     until it calls Peek, which reads the store.
 //   - A call whose context ends while it waits behind another's store call
 //     may still have been counted.
 //   - Time comes from each process's clock. Processes whose clocks

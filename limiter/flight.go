@@ -50,8 +50,9 @@ func (l *Limiter) remote(ctx context.Context, key string, o op) (Decision, stats
 	now := l.now()
 	s := l.cache.get(key, l.prefix)
 	// An exhausted key is denied from the last record seen: other writers
-	// can only have taken tokens since, never added them.
-	if s.have && !o.refund {
+	// can only have taken tokens since, never added them, but for a Reset
+	// or Refund, which is why the record must be recent (see cacheTrust).
+	if s.have && !o.refund && s.trusted(now) {
 		probe := s.st
 		if d := decide(l.rules, &probe, now, o.cost, false); !d.Allowed {
 			s.mu.Unlock()
@@ -137,12 +138,14 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	}
 	s.pending = s.pending[:0]
 	have, version, cur, gen := s.have, s.version, s.st, s.gen
-	if have && l.now() >= s.expires {
+	now := l.now()
+	if have && now >= s.expires {
 		have = false // the record has expired: a full bucket, absent
 	}
+	trusted := have && s.trusted(now)
 	s.mu.Unlock()
 
-	d, st, err, sent := l.flight(ctx, s, o, batch, have, version, cur, gen)
+	d, st, err, sent := l.flight(ctx, s, o, batch, have, trusted, version, cur, gen)
 
 	// A flight cut off by this caller's context must not fail the others
 	// with it. If no write of theirs was sent, they go to the next leader;
@@ -191,10 +194,13 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 }
 
 // flight decides o and its batch against the store: one compare-and-swap
-// for all of them, retried from the returned record on conflict. It sets
-// each batched waiter's d, st and err. On error, sent reports whether the
-// failing step was a compare-and-swap, which may have landed.
-func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, have bool, version uint64, cur state, gen uint64) (d Decision, st stats, err error, sent bool) {
+// for all of them, retried from the returned record on conflict. It starts
+// from the cached record cur when have is set; when that record is not
+// trusted to deny (see cacheTrust) and every call would be denied, it reads
+// the record first. It sets each batched waiter's d, st and err. On error,
+// sent reports whether the failing step was a compare-and-swap, which may
+// have landed.
+func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, have, trusted bool, version uint64, cur state, gen uint64) (d Decision, st stats, err error, sent bool) {
 	for _, w := range batch {
 		w.d, w.st, w.err = Decision{}, stats{}, nil // a batch handed over may carry an old failure
 	}
@@ -209,6 +215,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		}
 		return Decision{}, st, err, sent
 	}
+	read := false // cur was read from the store in this flight
 	if l.timed != nil && !l.offsetKnown.Load() {
 		// The first call on the store's clock reads it.
 		st.calls++
@@ -220,6 +227,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			return fail(err, false)
 		}
 		have, version = true, rec.Version
+		trusted, read = true, true
 	}
 	if !have {
 		// Assume absent: right for a new key at no cost, and a conflict
@@ -236,7 +244,29 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			wrote = wrote || ww
 		}
 		if !wrote {
-			// All denied: nothing to write.
+			if !trusted {
+				// A record seen too long ago does not deny: read it.
+				st.calls++
+				rec, err := l.get(ctx, s.key)
+				if err == nil {
+					cur, err = l.decode(s.key, rec, l.now())
+				}
+				if err != nil {
+					return fail(err, false)
+				}
+				version, trusted, read = rec.Version, true, true
+				attempt-- // a read, not a compare-and-swap
+				continue
+			}
+			// All denied: nothing to write. What was read is remembered,
+			// refilled to now (the same state, seen later).
+			if read {
+				s.mu.Lock()
+				if s.gen == gen {
+					s.remember(version, next, now, deadline(now, retention(l.rules, &next, now)))
+				}
+				s.mu.Unlock()
+			}
 			for _, w := range batch {
 				w.st = st
 			}
@@ -252,7 +282,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		if swapped {
 			s.mu.Lock()
 			if s.gen == gen {
-				s.have, s.version, s.st, s.expires = true, rec.Version, next, deadline(now, ttl)
+				s.remember(rec.Version, next, now, deadline(now, ttl))
 			}
 			s.mu.Unlock()
 			for _, w := range batch {
@@ -281,7 +311,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		if cur, err = l.decode(s.key, rec, now); err != nil {
 			return fail(err, false)
 		}
-		version = rec.Version
+		version, trusted, read = rec.Version, true, true
 	}
 }
 

@@ -270,14 +270,24 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	if err != nil {
 		return l.failed(ctx, "Peek", key, 0, start, stats{calls: 1}, err)
 	}
+	now := l.now()
 	if s := l.cache.lookup(key); s != nil {
-		if cached && s.gen == gen && (!s.have || rec.Version > s.version) {
-			s.have, s.version, s.st = true, rec.Version, st
-			s.expires = deadline(l.now(), retention(l.rules, &st, l.now()))
+		if cached && s.gen == gen {
+			switch {
+			case rec.Version == 0:
+				// Absent now: reset or expired since the cached record, or
+				// absent before a write of this limiter's that the read did
+				// not see. Forgetting is right either way.
+				s.have = false
+			case !s.have || rec.Version > s.version:
+				s.remember(rec.Version, st, now, deadline(now, retention(l.rules, &st, now)))
+			case rec.Version == s.version:
+				s.seen = now // the cached record is still the store's
+			}
 		}
 		s.mu.Unlock()
 	}
-	d := decide(l.rules, &st, l.now(), 1, false)
+	d := decide(l.rules, &st, now, 1, false)
 	if l.observer != nil {
 		l.observer.OnDecision(Event{Method: "Peek", Key: key, Decision: d, Latency: time.Since(start), StoreCalls: 1, DryRun: l.dryRun})
 	}

@@ -69,8 +69,11 @@ var targets = func() []target {
 		target{"Redis", "HotKey/goroutines=64", "Redis: hot key at 64 goroutines at least 3x redis_rate", throughputAtLeast("redis_rate", 3)},
 		target{"Redis", "HotKey/goroutines=1", "Redis: sequential latency within 1.2x of EVALSHA, hot key", latencyWithin("floor-EVALSHA", 1.2)},
 		target{"Redis", "Keys10000/goroutines=1", "Redis: sequential latency within 1.2x of EVALSHA, 10,000 keys", latencyWithin("floor-EVALSHA", 1.2)},
-		target{"Redis", "DenyExhausted/goroutines=1", "Redis: denial of an exhausted key without a round trip, 1 goroutine", sluiceAtMost("roundtrips/op", 0)},
-		target{"Redis", "DenyExhausted/goroutines=64", "Redis: denial of an exhausted key without a round trip, 64 goroutines", sluiceAtMost("roundtrips/op", 0)},
+		// The limiter reads an exhausted key's record once a second, so
+		// that a Reset made elsewhere is seen (limiter's cacheTrust): a
+		// few reads in a run of millions of denials.
+		target{"Redis", "DenyExhausted/goroutines=1", "Redis: denial of an exhausted key without a round trip (but one read a second), 1 goroutine", sluiceAtMost("roundtrips/op", 0.001)},
+		target{"Redis", "DenyExhausted/goroutines=64", "Redis: denial of an exhausted key without a round trip (but one read a second), 64 goroutines", sluiceAtMost("roundtrips/op", 0.001)},
 	)
 	for _, pg := range []struct{ backend, label string }{{"PostgresLogged", "logged"}, {"PostgresUnlogged", "UNLOGGED"}} {
 		ts = append(ts,
