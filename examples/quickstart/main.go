@@ -31,7 +31,7 @@ func main() {
 		if d.Allowed {
 			fmt.Printf("call %d: allowed, %d of %d left\n", i, d.Remaining, d.Limit)
 		} else {
-			fmt.Printf("call %d: denied, %d of %d left, retry after %v\n", i, d.Remaining, d.Limit, d.RetryAfter.Round(time.Millisecond))
+			fmt.Printf("call %d: denied, %d of %d left, retry after %v\n", i, d.Remaining, d.Limit, d.RetryAfter.Round(time.Second))
 		}
 	}
 }

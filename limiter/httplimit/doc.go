@@ -19,7 +19,8 @@
 //
 // q is a bucket's Capacity and w its Period in seconds (rounded up); r is
 // the whole tokens left and t the seconds, rounded up, until the next
-// token arrives: within t seconds the client can spend no more than r. A
+// token arrives: until it does the client can spend no more than r, and t
+// seconds from now it can spend at least one more. A
 // limiter with several buckets lists each as a policy named
 // "default-<bucket>" and reports the binding one in RateLimit. No partition
 // key (pk) is sent: keys may identify people.
@@ -29,7 +30,10 @@
 // 429 Too Many Requests with a JSON body {"message": "..."}). For a cost-1
 // request t then equals Retry-After: the wait until a request can pass,
 // whichever bucket holds it back. WithLegacyHeaders adds the older
-// X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset.
+// X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset. Under
+// limiter.WithDryRun, a request served only because the limit is not
+// enforced yet gets RateLimit-Policy alone: no RateLimit field tells its
+// client of a shortage it does not meet.
 //
 // net/http writes field names in its canonical form, "Ratelimit-Policy",
 // on HTTP/1.1 (and in lower case on HTTP/2); field names are

@@ -176,7 +176,10 @@ func WithDenyHandler(h http.Handler) Option {
 // key came from the request, the limiter's cost errors when the cost is
 // wrong, and the limiter's error otherwise (the store failed, under the
 // default fail-closed policy). The default is WriteError. A handler that
-// logs and then calls WriteError keeps the default answers.
+// logs and then calls WriteError keeps the default answers. A request
+// whose context was canceled before it was decided (its client went
+// away) is dropped instead: neither served nor answered, and not
+// reported, since the store did not fail.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) Option {
 	return func(c *config) {
 		if h == nil {
@@ -186,12 +189,13 @@ func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error))
 	}
 }
 
-// WithFailOpen serves requests the limiter cannot decide because the
-// store failed (its error wraps storage.ErrUnavailable, storage.ErrClosed,
-// storage.ErrCorrupt, limiter.ErrContention, or is a context error), and
-// calls report with the request and the error first, so an outage is
-// seen in logs or metrics. report must not be nil: a failure is never
-// served silently.
+// WithFailOpen serves requests the limiter cannot decide for any reason
+// but their key or cost: the store failed (its error wraps
+// storage.ErrUnavailable, storage.ErrClosed or storage.ErrCorrupt), too
+// many compare-and-swaps were lost (limiter.ErrContention), the request's
+// deadline passed, or any other error came back. It calls report with
+// the request and the error first, so an outage is seen in logs or
+// metrics. report must not be nil: a failure is never served silently.
 //
 // The default is to fail closed: such requests are answered through the
 // error handler (503 Service Unavailable with Retry-After: 1). A limiter
@@ -249,7 +253,8 @@ func WithPolicyName(name string) Option {
 // handler: the place to log decisions or count them. A limiter made
 // limiter.WithDryRun lets every request through; f sees
 // res.Decision.DryRun set on those it would have denied, which is how a
-// new limit is watched before it is enforced. f runs on the request's
+// new limit is watched before it is enforced (those requests get no
+// RateLimit field, only RateLimit-Policy, so clients see no shortage). f runs on the request's
 // goroutine and must be quick. The default is no callback.
 func WithOnDecision(f func(r *http.Request, res Result)) Option {
 	return func(c *config) {
@@ -267,7 +272,8 @@ func WithOnDecision(f func(r *http.Request, res Result)) Option {
 // needed because a plain hash of an IPv4 address is undone by trying all
 // 2^32 of them; every process that shares the limits must use the same
 // secret, and changing it starts every key afresh. The secret must not be
-// empty. The default is plain keys.
+// empty. An empty key is still refused (ErrNoKey), not hashed. The
+// default is plain keys.
 func WithHashedKeys(secret []byte) Option {
 	return func(c *config) {
 		if len(secret) == 0 {
@@ -410,6 +416,13 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	}
 	if m.secret != nil {
+		if key == "" {
+			// Refused before hashing, as the limiter refuses it without:
+			// the hash of "" is a key like any other, and every request
+			// without one would share its bucket.
+			m.onError(w, r, fmt.Errorf("%w: the key function returned an empty key", ErrNoKey))
+			return
+		}
 		key = hashKey(m.secret, key)
 	}
 	cost := m.cost(r)
@@ -418,7 +431,13 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.fail(next, w, r, err)
 		return
 	}
-	m.policy.write(w.Header(), d, cost, m.legacy)
+	if d.DryRun {
+		// Allowed only because the limit is not enforced yet: the client
+		// is not told of a shortage it does not meet.
+		w.Header().Set(HeaderRateLimitPolicy, m.policy.field)
+	} else {
+		m.policy.write(w.Header(), d, cost, m.legacy)
+	}
 	res := Result{Key: key, Cost: cost, Decision: d}
 	if m.decided != nil {
 		m.decided(r, res)
@@ -435,6 +454,10 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 // fail handles a request the limiter returned an error for.
 func (m *middleware) fail(next http.Handler, w http.ResponseWriter, r *http.Request, err error) {
 	switch {
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away (or the server is shutting down): there
+		// is nobody to serve or answer, and the store did not fail.
+		return
 	case errors.Is(err, limiter.ErrInvalidKey):
 		m.onError(w, r, fmt.Errorf("%w: %w", ErrNoKey, err))
 		return
