@@ -214,7 +214,12 @@ func WithFailOpen(report func(r *http.Request, err error)) Option {
 
 // WithSkip exempts requests for which skip returns true (health checks,
 // metrics scrapes): they are served at once, neither counted nor given
-// rate-limit headers.
+// rate-limit headers. Every other request is counted, whatever its
+// method, CORS preflights too; one denied before a CORS handler behind
+// the middleware has run gets no CORS headers, and the browser reports a
+// CORS failure rather than the 429. To exempt preflights:
+//
+//	httplimit.WithSkip(func(r *http.Request) bool { return r.Method == http.MethodOptions })
 func WithSkip(skip func(*http.Request) bool) Option {
 	return func(c *config) {
 		if skip == nil {
