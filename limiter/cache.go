@@ -31,13 +31,15 @@ type slot struct {
 // process, which fill the key: for longer than a bucket's refill of one
 // token, which for a login limit of a few an hour is many minutes. So an
 // exhausted key costs at most one store call per cacheTrust, per key and
-// process, and a Reset or Refund anywhere is seen within it.
+// Limiter, and a Reset or Refund anywhere is seen within it.
 const cacheTrust = time.Second
 
 // trusted reports whether the record s holds may deny a call at now
-// without a store call. s.mu must be held.
+// without a store call: it was seen less than cacheTrust before now. A
+// record seen after now (the clock went back) is read again, or it would
+// deny for as long as the clock's step.
 func (s *slot) trusted(now int64) bool {
-	return durationBetween(s.seen, now) < cacheTrust
+	return now >= s.seen && durationBetween(s.seen, now) < cacheTrust
 }
 
 // remember caches the record of the given version, whose state is st as

@@ -63,8 +63,10 @@
 // cannot pay even after refilling is denied with no store call at all:
 // other writers can only have taken tokens since, but for a Reset or a
 // Refund. So the record that denies must have been seen in the store
-// within the last second; an exhausted key costs one read a second, per
-// process, however many calls it gets.
+// within the last second; an exhausted key costs each Limiter one read a
+// second, however many calls it gets. If that read fails, the record
+// denies for another second: an outage never admits what the cache
+// denies.
 //
 // Calls on one key that arrive while a store call for it is in flight
 // wait for it and are then decided together, in arrival order, with one

@@ -1,5 +1,8 @@
 package limiter
 
+// CacheTrust is cacheTrust, for tests.
+const CacheTrust = cacheTrust
+
 // Pending returns how many calls wait on key for another call's store
 // call, for tests.
 func Pending(l *Limiter, key string) int {

@@ -249,14 +249,25 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 				st.calls++
 				rec, err := l.get(ctx, s.key)
 				if err == nil {
-					cur, err = l.decode(s.key, rec, l.now())
+					var fresh state
+					if fresh, err = l.decode(s.key, rec, l.now()); err == nil {
+						cur, version, trusted, read = fresh, rec.Version, true, true
+						attempt-- // a read, not a compare-and-swap
+						continue
+					}
 				}
-				if err != nil {
+				if ctx.Err() != nil || isContextErr(err) {
 					return fail(err, false)
 				}
-				version, trusted, read = rec.Version, true, true
-				attempt-- // a read, not a compare-and-swap
-				continue
+				// The store failed: the record still denies, as it would
+				// have with no read (never admitting too much), and for
+				// another cacheTrust, so that an outage does not cost
+				// every call on an exhausted key a failed read.
+				s.mu.Lock()
+				if s.gen == gen && s.have && s.version == version {
+					s.seen = now
+				}
+				s.mu.Unlock()
 			}
 			// All denied: nothing to write. What was read is remembered,
 			// refilled to now (the same state, seen later).

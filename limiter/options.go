@@ -57,9 +57,10 @@ func WithClock(clock Clock) Option {
 
 // WithCacheSize bounds how many keys the limiter remembers the last stored
 // record of, so that a busy key costs one store call per decision and an
-// exhausted key one read a second, however many calls it gets. (A limiter on an in-process store keeps no cache.) The bound is approximate: the cache has 64 shards of
-// ceil(n/64) keys each, and keys with calls in progress are never
-// forgotten. The default is 16384; 0 forgets every key as soon as its
+// exhausted key one read a second, however many calls it gets. (A
+// limiter on an in-process store keeps no cache.) The bound is
+// approximate: the cache has 64 shards of ceil(n/64) keys each, and keys
+// with calls in progress are never forgotten. The default is 16384; 0 forgets every key as soon as its
 // calls are done. Negative is an error.
 func WithCacheSize(n int) Option {
 	return func(c *config) { c.cacheSize = n }

@@ -2,16 +2,18 @@ package limiter_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/limiter"
+	"github.com/sluice-go/sluice/storage"
 )
 
-// cacheTrust is limiter's: how long a record seen in the store may deny
-// calls without being read again.
-const cacheTrust = time.Second
+// cacheTrust is how long a record seen in the store may deny calls
+// without being read again.
+const cacheTrust = limiter.CacheTrust
 
 // mustAllow calls lim.Allow and fails the test unless the outcome is want
 // and the store saw exactly calls calls (gets and compare-and-swaps).
@@ -107,4 +109,125 @@ func TestPeekRefreshesCache(t *testing.T) {
 			mustAllow(t, lim, fs, true, 1, "after Peek saw the key filled")
 		})
 	}
+}
+
+// TestClockBackCannotExtendTrust: a record seen at a time the clock has
+// gone back from is read again; trusting it would deny for as long as
+// the clock's step, ignoring a Reset made meanwhile.
+func TestClockBackCannotExtendTrust(t *testing.T) {
+	buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	lim, fs, clock := faulty(t, buckets)
+	other, err := limiter.New(fs, buckets, limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, lim, fs, true, 1, "first call")
+	if err := other.Reset(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(-10 * time.Minute)
+	mustAllow(t, lim, fs, true, 2, "the clock went back: read (get, then swap)")
+	mustAllow(t, lim, fs, false, 0, "exhausted again, from the cache")
+}
+
+// TestOutageKeepsCachedDenial: when the read of a record too old to deny
+// fails, the record still denies, without an error (it never admits too
+// much, and is what the limiter answered before the read was due), and
+// for another cacheTrust: an outage does not cost each call a failed read.
+func TestOutageKeepsCachedDenial(t *testing.T) {
+	lim, fs, clock := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	mustAllow(t, lim, fs, true, 1, "first call")
+	fs.FailAll(fmt.Errorf("test: %w", storage.ErrUnavailable))
+	for range 2 {
+		clock.Advance(cacheTrust)
+		mustAllow(t, lim, fs, false, 1, "the store is down: one failed read")
+		mustAllow(t, lim, fs, false, 0, "after the failed read")
+	}
+	fs.FailAll(nil)
+	clock.Advance(cacheTrust)
+	mustAllow(t, lim, fs, false, 1, "the store is back: one read")
+	mustAllow(t, lim, fs, false, 0, "after the read")
+}
+
+// TestConflictRecordRemembered: a compare-and-swap that loses to another
+// limiter brings back the record, which denies the calls after it with no
+// store call.
+func TestConflictRecordRemembered(t *testing.T) {
+	buckets := []limiter.Bucket{{Capacity: 2, Period: time.Hour}}
+	lim, fs, clock := faulty(t, buckets)
+	other, err := limiter.New(fs, buckets, limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, lim, fs, true, 1, "first call")
+	if d, err := other.Allow(context.Background(), "k"); err != nil || !d.Allowed {
+		t.Fatalf("other limiter: %+v, %v", d, err)
+	}
+	mustAllow(t, lim, fs, false, 1, "a swap that loses, then a denial from the record it brought")
+	mustAllow(t, lim, fs, false, 0, "from the cache")
+}
+
+// TestStoreClockFirstReadRemembered: on the store's clock, the first call
+// reads the record with the clock, and that record denies the calls
+// after it.
+func TestStoreClockFirstReadRemembered(t *testing.T) {
+	buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	lim, fs, clock := faulty(t, buckets)
+	mustAllow(t, lim, fs, true, 1, "first call")
+	timed, err := limiter.New(timedStore{Store: fs, clock: clock}, buckets, limiter.WithStoreClock(), limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, timed, fs, false, 1, "store clock: the first call reads")
+	mustAllow(t, timed, fs, false, 0, "from the cache")
+}
+
+// afterGet runs a hook after each Get, before its reply reaches the
+// limiter.
+type afterGet struct {
+	storage.Store
+	hook func()
+}
+
+func (s *afterGet) Get(ctx context.Context, key string) (storage.Record, error) {
+	rec, err := s.Store.Get(ctx, key)
+	if s.hook != nil {
+		s.hook()
+	}
+	return rec, err
+}
+
+// TestResetDuringReadIsNotUndone: a Reset that lands while a flight reads
+// a record is not undone by the flight remembering what it read.
+func TestResetDuringReadIsNotUndone(t *testing.T) {
+	buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	_, fs, clock := faulty(t, buckets)
+	st := &afterGet{Store: fs}
+	lim, err := limiter.New(st, buckets, limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, lim, fs, true, 1, "first call")
+	clock.Advance(cacheTrust)
+	st.hook = func() {
+		st.hook = nil
+		if err := lim.Reset(context.Background(), "k"); err != nil {
+			t.Error(err)
+		}
+	}
+	mustAllow(t, lim, fs, false, 1, "the read, which a Reset follows")
+	mustAllow(t, lim, fs, true, 1, "after the Reset")
+}
+
+// TestPeekConfirmsCachedRecord: a Peek that finds the cached record still
+// in the store renews the trust in it.
+func TestPeekConfirmsCachedRecord(t *testing.T) {
+	lim, fs, clock := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	mustAllow(t, lim, fs, true, 1, "first call")
+	clock.Advance(cacheTrust - time.Millisecond)
+	if _, err := lim.Peek(context.Background(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(cacheTrust - time.Millisecond)
+	mustAllow(t, lim, fs, false, 0, "within cacheTrust of the Peek")
 }

@@ -19,9 +19,14 @@ import (
 // like any other, and every request without one would share its bucket.
 func TestHashedKeysRefuseEmptyKey(t *testing.T) {
 	for _, hashed := range []bool{false, true} {
-		opts := []httplimit.Option{httplimit.WithKeyFunc(func(r *http.Request) (string, error) {
-			return r.Header.Get("X-User"), nil
-		})}
+		var seen error
+		opts := []httplimit.Option{
+			httplimit.WithKeyFunc(func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }),
+			httplimit.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err error) {
+				seen = err
+				httplimit.WriteError(w, r, err)
+			}),
+		}
 		if hashed {
 			opts = append(opts, httplimit.WithHashedKeys([]byte("0123456789abcdef")))
 		}
@@ -30,6 +35,9 @@ func TestHashedKeysRefuseEmptyKey(t *testing.T) {
 			w := f.do(request(remote))
 			if w.Code != http.StatusBadRequest {
 				t.Errorf("hashed %t: request from %s without a key: status %d, want 400", hashed, remote, w.Code)
+			}
+			if !errors.Is(seen, httplimit.ErrNoKey) || !errors.Is(seen, limiter.ErrInvalidKey) {
+				t.Errorf("hashed %t: error handler saw %v, want ErrNoKey and limiter.ErrInvalidKey", hashed, seen)
 			}
 		}
 		if c := f.store.Calls(); f.served != 0 || c.Get+c.CAS != 0 {
@@ -87,9 +95,12 @@ func TestClientGoneIsDropped(t *testing.T) {
 		r := request("192.0.2.1:1").WithContext(ctx)
 		time.AfterFunc(10*time.Millisecond, cancel)
 		w := f.do(r)
-		if f.served != 0 || reported != 0 || handled != 0 || w.Body.Len() != 0 {
-			t.Errorf("fail open %t: served %d, reported %d, error handler called %d times, body %q; want none",
-				failOpen, f.served, reported, handled, w.Body.String())
+		if f.served != 0 || reported != 0 || handled != 0 {
+			t.Errorf("fail open %t: served %d, reported %d, error handler called %d times; want none",
+				failOpen, f.served, reported, handled)
+		}
+		if w.Code != http.StatusServiceUnavailable {
+			t.Errorf("fail open %t: status %d, want 503 (not decided) for whoever still listens", failOpen, w.Code)
 		}
 
 		// A deadline that passes is the server's limit, not the client's
@@ -103,6 +114,17 @@ func TestClientGoneIsDropped(t *testing.T) {
 		}
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			t.Fatal(ctx.Err())
+		}
+
+		// A store that returns context.Canceled of its own, the request's
+		// context still live, has failed.
+		f.store.SetLatency(0)
+		f.store.FailAll(context.Canceled)
+		w = f.do(request("192.0.2.1:1"))
+		f.store.FailAll(nil)
+		if failOpen && (f.served != 2 || reported != 2) || !failOpen && (handled != 2 || w.Code != http.StatusServiceUnavailable) {
+			t.Errorf("fail open %t, store returned Canceled: status %d, served %d, reported %d, handled %d",
+				failOpen, w.Code, f.served, reported, handled)
 		}
 	}
 }

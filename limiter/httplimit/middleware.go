@@ -178,8 +178,9 @@ func WithDenyHandler(h http.Handler) Option {
 // default fail-closed policy). The default is WriteError. A handler that
 // logs and then calls WriteError keeps the default answers. A request
 // whose context was canceled before it was decided (its client went
-// away) is dropped instead: neither served nor answered, and not
-// reported, since the store did not fail.
+// away) is not passed to h, nor served or reported under WithFailOpen,
+// since the store did not fail: it gets WriteError's 503, which a client
+// that left never reads.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) Option {
 	return func(c *config) {
 		if h == nil {
@@ -193,8 +194,9 @@ func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error))
 // but their key or cost: the store failed (its error wraps
 // storage.ErrUnavailable, storage.ErrClosed or storage.ErrCorrupt), too
 // many compare-and-swaps were lost (limiter.ErrContention), the request's
-// deadline passed, or any other error came back. It calls report with
-// the request and the error first, so an outage is seen in logs or
+// deadline passed, or any other error came back; but not a request
+// canceled before it was decided (see WithErrorHandler). It calls report
+// with the request and the error first, so an outage is seen in logs or
 // metrics. report must not be nil: a failure is never served silently.
 //
 // The default is to fail closed: such requests are answered through the
@@ -425,7 +427,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 			// Refused before hashing, as the limiter refuses it without:
 			// the hash of "" is a key like any other, and every request
 			// without one would share its bucket.
-			m.onError(w, r, fmt.Errorf("%w: the key function returned an empty key", ErrNoKey))
+			m.onError(w, r, fmt.Errorf("%w: %w: empty key", ErrNoKey, limiter.ErrInvalidKey))
 			return
 		}
 		key = hashKey(m.secret, key)
@@ -460,8 +462,10 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 func (m *middleware) fail(next http.Handler, w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The client went away (or the server is shutting down): there
-		// is nobody to serve or answer, and the store did not fail.
+		// The request was canceled, most often because its client went
+		// away: the store did not fail, so nothing is reported or served.
+		// Whoever may still be listening is told it was not decided.
+		WriteError(w, r, err)
 		return
 	case errors.Is(err, limiter.ErrInvalidKey):
 		m.onError(w, r, fmt.Errorf("%w: %w", ErrNoKey, err))
