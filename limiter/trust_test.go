@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-go/sluice/internal/fakeclock"
 	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/storage"
@@ -29,31 +30,44 @@ func mustAllow(t *testing.T, lim *limiter.Limiter, fs *faultstore.Store, want bo
 	}
 }
 
+// fills are the ways another limiter fills a key: a Reset leaves no
+// record, a Refund a newer one.
+var fills = []struct {
+	name string
+	fill func(*limiter.Limiter) error
+}{
+	{"Reset", func(l *limiter.Limiter) error { return l.Reset(context.Background(), "k") }},
+	{"Refund", func(l *limiter.Limiter) error { return l.Refund(context.Background(), "k", 1) }},
+}
+
+// exhaustThenFill exhausts key "k" (one token an hour) through a limiter,
+// which then denies it from its cache, and fills it again through another
+// limiter on the same store with fill. It returns the first limiter.
+func exhaustThenFill(t *testing.T, fill func(*limiter.Limiter) error) (*limiter.Limiter, *faultstore.Store, *fakeclock.Clock) {
+	t.Helper()
+	buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	lim, fs, clock := faulty(t, buckets)
+	other, err := limiter.New(fs, buckets, limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, lim, fs, true, 1, "first call")
+	mustAllow(t, lim, fs, false, 0, "exhausted, from the cache")
+	if err := fill(other); err != nil {
+		t.Fatal(err)
+	}
+	return lim, fs, clock
+}
+
 // TestResetElsewhereSeenWithinCacheTrust: a Reset or Refund through
 // another Limiter (or process) fills the key in the store, which a
 // limiter denying from its cached record does not see. It sees it once
 // the record is cacheTrust old, instead of only when the cached state
 // would refill on its own (an hour here).
 func TestResetElsewhereSeenWithinCacheTrust(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		fill func(*limiter.Limiter) error
-	}{
-		{"Reset", func(l *limiter.Limiter) error { return l.Reset(context.Background(), "k") }},
-		{"Refund", func(l *limiter.Limiter) error { return l.Refund(context.Background(), "k", 1) }},
-	} {
+	for _, tc := range fills {
 		t.Run(tc.name, func(t *testing.T) {
-			buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
-			lim, fs, clock := faulty(t, buckets)
-			other, err := limiter.New(fs, buckets, limiter.WithClock(clock))
-			if err != nil {
-				t.Fatal(err)
-			}
-			mustAllow(t, lim, fs, true, 1, "first call")
-			mustAllow(t, lim, fs, false, 0, "exhausted, from the cache")
-			if err := tc.fill(other); err != nil {
-				t.Fatal(err)
-			}
+			lim, fs, clock := exhaustThenFill(t, tc.fill)
 			clock.Advance(cacheTrust - time.Nanosecond)
 			mustAllow(t, lim, fs, false, 0, "a record younger than cacheTrust still denies")
 			clock.Advance(time.Nanosecond)
@@ -83,25 +97,9 @@ func TestExhaustedKeyReadOncePerCacheTrust(t *testing.T) {
 // call agrees with what it read, also after another limiter's Reset
 // (which leaves no record) or Refund (a newer one).
 func TestPeekRefreshesCache(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		fill func(*limiter.Limiter) error
-	}{
-		{"Reset", func(l *limiter.Limiter) error { return l.Reset(context.Background(), "k") }},
-		{"Refund", func(l *limiter.Limiter) error { return l.Refund(context.Background(), "k", 1) }},
-	} {
+	for _, tc := range fills {
 		t.Run(tc.name, func(t *testing.T) {
-			buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
-			lim, fs, clock := faulty(t, buckets)
-			other, err := limiter.New(fs, buckets, limiter.WithClock(clock))
-			if err != nil {
-				t.Fatal(err)
-			}
-			mustAllow(t, lim, fs, true, 1, "first call")
-			mustAllow(t, lim, fs, false, 0, "exhausted, from the cache")
-			if err := tc.fill(other); err != nil {
-				t.Fatal(err)
-			}
+			lim, fs, _ := exhaustThenFill(t, tc.fill)
 			p, err := lim.Peek(context.Background(), "k")
 			if err != nil || !p.Allowed {
 				t.Fatalf("Peek = %+v, %v; want Allowed", p, err)
@@ -115,16 +113,7 @@ func TestPeekRefreshesCache(t *testing.T) {
 // gone back from is read again; trusting it would deny for as long as
 // the clock's step, ignoring a Reset made meanwhile.
 func TestClockBackCannotExtendTrust(t *testing.T) {
-	buckets := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
-	lim, fs, clock := faulty(t, buckets)
-	other, err := limiter.New(fs, buckets, limiter.WithClock(clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustAllow(t, lim, fs, true, 1, "first call")
-	if err := other.Reset(context.Background(), "k"); err != nil {
-		t.Fatal(err)
-	}
+	lim, fs, clock := exhaustThenFill(t, fills[0].fill)
 	clock.Advance(-10 * time.Minute)
 	mustAllow(t, lim, fs, true, 2, "the clock went back: read (get, then swap)")
 	mustAllow(t, lim, fs, false, 0, "exhausted again, from the cache")
