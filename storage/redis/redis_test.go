@@ -357,23 +357,33 @@ func TestScriptReloadedAfterFlush(t *testing.T) {
 	}
 }
 
+// proxiedStore returns a store that reaches a throwaway server through a
+// proxy that can lose its replies, a client straight to the server, the
+// proxy, and the record of a first write of "k" through the store. The
+// store's client retries as by default (MaxRetries 3): the store must
+// still never send a compare-and-swap twice.
+func proxiedStore(t *testing.T) (*redis.Store, *goredis.Client, *proxy, storage.Record) {
+	t.Helper()
+	srv := testbackend.StartRedis(t)
+	direct := ownClient(t, srv.Addr())
+	p := startProxy(t, srv.Addr())
+	s, err := redis.New(ownClient(t, p.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, swapped, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v1"), time.Minute)
+	if err != nil || !swapped {
+		t.Fatalf("first CompareAndSwap = %+v, %t, %v", rec, swapped, err)
+	}
+	return s, direct, p, rec
+}
+
 // A compare-and-swap whose reply is lost, or never comes, may or may not
 // have landed: the store says it does not know (storage.ErrUnavailable),
 // and the client does not send it a second time.
 func TestLostReplyIsUnavailable(t *testing.T) {
 	ctx := t.Context()
-	srv := testbackend.StartRedis(t)
-	direct := ownClient(t, srv.Addr())
-	p := startProxy(t, srv.Addr())
-	// MaxRetries is the default (3): the store must still not retry.
-	s, err := redis.New(ownClient(t, p.addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("v1"), time.Minute)
-	if err != nil || !swapped {
-		t.Fatalf("first CompareAndSwap = %+v, %t, %v", rec, swapped, err)
-	}
+	s, direct, p, rec := proxiedStore(t)
 
 	for _, tc := range []struct {
 		name    string
