@@ -602,6 +602,26 @@ func TestHoldAllocations(t *testing.T) {
 	if rec, _ := s.Get(ctx, "prefix:long"); string(rec.Value) != long || cap(rec.Value) != len(long) {
 		t.Errorf("Get = %q (capacity %d), want %q with no spare capacity", rec.Value, cap(rec.Value), long)
 	}
+	// The Get above handed the value out: the next commit copies it to
+	// memory of the entry's own, and the commits after build there again.
+	commit(t, s, "prefix:", "long", long, time.Hour)
+	allocs = testing.AllocsPerRun(1000, func() {
+		h, now, _ := s.Hold(ctx, "prefix:", "long")
+		h.Commit(append(h.Buffer(), long...), now+int64(time.Hour))
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hold and commit after a Get, want 0", allocs)
+	}
+	// The longest key built on the stack: 128 bytes with the prefix.
+	key := strings.Repeat("k", 128-len("prefix:"))
+	commit(t, s, "prefix:", key, "value", time.Hour)
+	allocs = testing.AllocsPerRun(1000, func() {
+		h, now, _ := s.Hold(ctx, "prefix:", key)
+		h.Commit(append(h.Buffer(), "value"...), now+int64(time.Hour))
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hold and commit of a 128-byte key, want 0", allocs)
+	}
 }
 
 // TestHandedOutValuesUnderChurn mixes holds, Gets and compare-and-swaps
