@@ -66,31 +66,6 @@ func TestRefundToCapacityInProcess(t *testing.T) {
 	}
 }
 
-// TestRefundOwnClockStandingStillInProcess: like AllowN's record
-// (TestOwnClockStandingStillInProcess), a refund's record outlives a
-// second of real time on a manual clock that stands still.
-func TestRefundOwnClockStandingStillInProcess(t *testing.T) {
-	t.Parallel()
-	mem := memory.New(memory.WithSweepInterval(10 * time.Millisecond))
-	defer mem.Close()
-	lim, err := New(mem, []Bucket{{Capacity: 2, Period: 10 * time.Millisecond}},
-		WithClock(fakeclock.New(time.Unix(1_700_000_000, 0))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := lim.AllowN(ctx, "k", 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := lim.Refund(ctx, "k", 1); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond) // past 5ms + 1s, and past a sweep
-	if d, err := lim.AllowN(ctx, "k", 2); err != nil || d.Allowed {
-		t.Errorf("after 1.1s of real time, none on the limiter's clock: %+v, %v; want denied (1 token)", d, err)
-	}
-}
-
 // TestDecodeStateOtherBuckets: a well-formed record for other buckets,
 // however many, is errOtherBuckets in both formats (the key starts
 // afresh); a malformed one is an error like any other.

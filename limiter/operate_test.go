@@ -302,8 +302,23 @@ func TestOwnClockStandingStillInProcess(t *testing.T) {
 	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
 		t.Fatalf("first call: %+v, %v", d, err)
 	}
+	// A refund's record too: two tokens taken, one given back.
+	refunded, err := limiter.New(mem, []limiter.Bucket{{Capacity: 2, Period: 10 * time.Millisecond}},
+		limiter.WithClock(fakeclock.New(time.Unix(1_700_000_000, 0))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := refunded.AllowN(ctx, "k", 2); err != nil || !d.Allowed {
+		t.Fatalf("first call of the refunded limiter: %+v, %v", d, err)
+	}
+	if err := refunded.Refund(ctx, "k", 1); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(1100 * time.Millisecond) // past 10ms + 1s, and past a sweep
 	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed {
 		t.Errorf("after 1.1s of real time, none on the limiter's clock: %+v, %v; want denied", d, err)
+	}
+	if d, err := refunded.AllowN(ctx, "k", 2); err != nil || d.Allowed {
+		t.Errorf("refunded, after 1.1s of real time, none on the limiter's clock: %+v, %v; want denied (1 token)", d, err)
 	}
 }

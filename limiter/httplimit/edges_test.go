@@ -5,12 +5,16 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-go/sluice/internal/fakeclock"
+	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/limiter/httplimit"
+	"github.com/sluice-go/sluice/storage"
 	"github.com/sluice-go/sluice/storage/memory"
 )
 
@@ -126,5 +130,72 @@ func TestClientGoneIsDropped(t *testing.T) {
 			t.Errorf("fail open %t, store returned Canceled: status %d, served %d, reported %d, handled %d",
 				failOpen, w.Code, f.served, reported, handled)
 		}
+	}
+}
+
+// TestHeadersLegacyBindingBucket: the legacy trio describes the binding
+// bucket (not the first), and X-RateLimit-Reset rounds up.
+func TestHeadersLegacyBindingBucket(t *testing.T) {
+	const p = `"default-3/1s";q=3;w=1, "default-2/1m";q=2;w=60`
+	f := setup(t, []limiter.Bucket{{Capacity: 3, Period: time.Second}, {Capacity: 2, Period: time.Minute}},
+		httplimit.WithLegacyHeaders())
+	legacy := func(w want, limit, remaining, reset string) want {
+		w.headers[httplimit.HeaderXRateLimitLimit] = limit
+		w.headers[httplimit.HeaderXRateLimitRemaining] = remaining
+		w.headers[httplimit.HeaderXRateLimitReset] = reset
+		return w
+	}
+	run(t, f, "192.0.2.1:1", []step{
+		{0, legacy(allowed(p, `"default-2/1m";r=1;t=30`), "2", "1", "30")},
+		// The minute bucket is full again 59.5s from now: 60, not 59.
+		{500 * time.Millisecond, legacy(allowed(p, `"default-2/1m";r=0;t=30`), "2", "0", "60")},
+		{0, legacy(denied(p, `"default-2/1m";r=0;t=30`, "30"), "2", "0", "60")},
+	})
+}
+
+// TestContentLengthMatchesBody: the default answers declare the length
+// of the body they write; a real server cuts a body longer than declared.
+func TestContentLengthMatchesBody(t *testing.T) {
+	f := setup(t, []limiter.Bucket{{Capacity: 1, Period: time.Minute}},
+		httplimit.WithKeyFunc(func(r *http.Request) (string, error) {
+			if r.Header.Get("X-User") == "" {
+				return "", errors.New("no user")
+			}
+			return r.Header.Get("X-User"), nil
+		}))
+	f.do(request("192.0.2.1:1", "X-User: u"))
+	answers := map[string]func() *http.Request{
+		"429": func() *http.Request { return request("192.0.2.1:1", "X-User: u") },
+		"400": func() *http.Request { return request("192.0.2.1:1") },
+		"503": func() *http.Request {
+			f.store.FailAll(storage.ErrUnavailable)
+			return request("192.0.2.1:1", "X-User: v")
+		},
+	}
+	for _, status := range []string{"429", "400", "503"} {
+		w := f.do(answers[status]())
+		if strconv.Itoa(w.Code) != status {
+			t.Errorf("status %d, want %s", w.Code, status)
+		}
+		if got, want := w.Header().Get("Content-Length"), strconv.Itoa(w.Body.Len()); got != want {
+			t.Errorf("%s: Content-Length %s, body of %s bytes (%q)", status, got, want, w.Body.String())
+		}
+	}
+	f.store.FailAll(nil)
+}
+
+// TestHashedKeysCopySecret: the secret is copied; a caller that reuses
+// or clears its slice after New does not change every key.
+func TestHashedKeysCopySecret(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	f := setup(t, []limiter.Bucket{{Capacity: 5, Period: time.Second}}, httplimit.WithHashedKeys(secret))
+	before := f.do(request("192.0.2.1:1")).Header().Get("X-Test-Key")
+	copy(secret, strings.Repeat("x", len(secret)))
+	after := f.do(request("192.0.2.1:1")).Header().Get("X-Test-Key")
+	if before == "" || before != after {
+		t.Errorf("key %q before changing the caller's slice, %q after; want the same", before, after)
+	}
+	if c := f.store.Calls(); c == (faultstore.Counts{}) {
+		t.Error("no store calls")
 	}
 }

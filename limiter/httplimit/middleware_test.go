@@ -280,6 +280,8 @@ func TestKeys(t *testing.T) {
 		{"IPv4-mapped peer", nil, "[::ffff:192.0.2.1]:80", nil, "ip:192.0.2.1"},
 		{"IPv6 peer grouped by /64", nil, "[2001:db8:1:2:3:4:5:6]:443", nil, "ip:2001:db8:1:2::/64"},
 		{"IPv6 zone dropped", nil, "[fe80::1%eth0]:443", nil, "ip:fe80::/64"},
+		// A zone names the listener's interface, not the client.
+		{"IPv6 zone dropped at /128", []httplimit.Option{httplimit.WithIPv6Prefix(128)}, "[fe80::1%eth0]:443", nil, "ip:fe80::1"},
 		{"IPv6 /128", []httplimit.Option{httplimit.WithIPv6Prefix(128)}, "[2001:db8:1:2:3:4:5:6]:443", nil, "ip:2001:db8:1:2:3:4:5:6"},
 		{"IPv6 /48", []httplimit.Option{httplimit.WithIPv6Prefix(48)}, "[2001:db8:1:2:3:4:5:6]:443", nil, "ip:2001:db8:1::/48"},
 		{"IPv4 /24", []httplimit.Option{httplimit.WithIPv4Prefix(24)}, "192.0.2.77:1", nil, "ip:192.0.2.0/24"},
@@ -294,6 +296,27 @@ func TestKeys(t *testing.T) {
 		{"every hop trusted: leftmost", []httplimit.Option{proxies}, "10.0.0.1:1",
 			[]string{"X-Forwarded-For: 10.9.9.9, 10.0.0.2"}, "ip:10.9.9.9"},
 		{"trusted peer, no header", []httplimit.Option{proxies}, "10.0.0.1:1", nil, "ip:10.0.0.1"},
+		// An IPv4 client written IPv4-mapped by its proxy is an IPv4
+		// client: keyed alone, not grouped with every other mapped
+		// address into ::/64.
+		{"IPv4-mapped hop", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: ::ffff:203.0.113.9"}, "ip:203.0.113.9"},
+		{"IPv4-mapped trusted hop is skipped", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 6.6.6.6, 203.0.113.9, ::ffff:10.0.0.2"}, "ip:203.0.113.9"},
+		// Empty list elements are no hops (RFC 9110, section 5.6.1).
+		{"empty XFF element on the right", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9,"}, "ip:203.0.113.9"},
+		{"empty XFF elements between hops", []httplimit.Option{proxies}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9, ,, 10.0.0.2"}, "ip:203.0.113.9"},
+		// Trusted proxies named in IPv4-mapped form match the unmapped peer.
+		{"trusted IPv4-mapped address", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:10.0.0.1")}, "10.0.0.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
+		{"trusted IPv4-mapped /96: every IPv4 peer", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:0.0.0.0/96")}, "192.0.2.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
+		{"trusted IPv4-mapped /108 is 172.16.0.0/12", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:172.16.0.0/108")}, "172.31.255.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
+		{"outside the IPv4-mapped /108", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:172.16.0.0/108")}, "172.32.0.1:1",
+			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:172.32.0.1"},
 		{"trusted IPv4-mapped prefix", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:172.16.0.0/108")}, "172.16.1.2:1",
 			[]string{"X-Forwarded-For: 203.0.113.9"}, "ip:203.0.113.9"},
 		{"outside an IPv4-mapped prefix", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:172.16.0.0/120")}, "172.16.1.2:1",
@@ -321,6 +344,8 @@ func TestKeys(t *testing.T) {
 			[]string{"Forwarded: for=203.0.113.9"}, "ip:198.51.100.7"},
 		{"Forwarded quoted escape", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
 			[]string{`Forwarded: by="a\"b";for=203.0.113.9`}, "ip:203.0.113.9"},
+		{"Forwarded quoted-pair in for", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{`Forwarded: for="20\3.0.113.9"`}, "ip:203.0.113.9"},
 		{"Forwarded unknown", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{"Forwarded: for=unknown"}, ""},
 		{"Forwarded obfuscated", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{`Forwarded: for="_hidden"`}, ""},
 		{"Forwarded without for", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{"Forwarded: proto=https"}, ""},
@@ -552,7 +577,11 @@ func TestNewRejects(t *testing.T) {
 		{"not an address", []httplimit.Option{httplimit.WithTrustedProxies("proxy.internal")}},
 		{"IPv4-mapped prefix under 96 bits", []httplimit.Option{httplimit.WithTrustedProxies("::ffff:0.0.0.0/95")}},
 		{"IPv6 prefix 0", []httplimit.Option{httplimit.WithIPv6Prefix(0)}},
+		{"IPv6 prefix -1", []httplimit.Option{httplimit.WithIPv6Prefix(-1)}},
 		{"IPv6 prefix 129", []httplimit.Option{httplimit.WithIPv6Prefix(129)}},
+		// /0 would put every client of a family in one bucket.
+		{"IPv4 prefix 0", []httplimit.Option{httplimit.WithIPv4Prefix(0)}},
+		{"IPv4 prefix -1", []httplimit.Option{httplimit.WithIPv4Prefix(-1)}},
 		{"IPv4 prefix 33", []httplimit.Option{httplimit.WithIPv4Prefix(33)}},
 		{"unknown proxy header", []httplimit.Option{httplimit.WithProxyHeader("X-Real-IP")}},
 		{"key func and trusted proxies", []httplimit.Option{keyFunc, httplimit.WithTrustedProxies("10.0.0.0/8")}},
