@@ -8,8 +8,4 @@ const (
 )
 
 // Queued returns how many calls of s wait for the next round trip.
-func Queued(s *Store) int {
-	s.calls.mu.Lock()
-	defer s.calls.mu.Unlock()
-	return len(s.calls.queue)
-}
+func Queued(s *Store) int { return s.calls.Queued() }

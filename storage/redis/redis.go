@@ -11,6 +11,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/sluice-go/sluice/internal/pipeline"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -30,7 +31,7 @@ const tombstoneTTL = time.Second
 type Store struct {
 	client  goredis.UniversalClient
 	scripts onceScripter
-	calls   pipeliner
+	calls   *pipeline.Pipeliner[*call]
 	prefix  string
 	closed  atomic.Bool
 }
@@ -75,7 +76,7 @@ func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
 	if err := checkPrefix(c.prefix); err != nil {
 		return nil, err
 	}
-	return &Store{client: client, scripts: onceScripter{client}, calls: pipeliner{client: client}, prefix: c.prefix}, nil
+	return &Store{client: client, scripts: onceScripter{client}, calls: newPipeliner(client), prefix: c.prefix}, nil
 }
 
 func checkPrefix(p string) error {
@@ -205,12 +206,12 @@ var (
 	getSHA any = getScript.Hash()
 )
 
-// run sends c (see pipeliner) and returns its reply, or the driver's error
+// run sends c (see newPipeliner) and returns its reply, or the driver's error
 // for op on key; a GET of an absent key returns goredis.Nil as it is. An
 // EVALSHA that the server refuses with NOSCRIPT, which means it did not
 // run, is sent once more as EVAL.
 func (s *Store) run(ctx context.Context, op, key string, c *call) (string, error) {
-	if err := s.calls.do(ctx, c); err != nil {
+	if err := s.calls.Do(ctx, c); err != nil {
 		return "", s.fail(ctx, op, key, err)
 	}
 	reply, err := c.cmd.Result()
