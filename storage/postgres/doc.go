@@ -43,6 +43,17 @@
 // is how the statement reads a row committed after it started); every
 // other conflict writes nothing.
 //
+// While every connection of the pool is busy with a CompareAndSwap of the
+// store, further ones wait, and as soon as one ends, those waiting go out
+// together: one round trip and one transaction, so one commit, for up to
+// 64 of them. Each is the statement it would be alone (the UPDATE and the
+// SELECT in their one-statement form), in the order of their keys, so
+// that the transactions of any number of stores take row locks in one
+// order and never deadlock each other. If the server refuses one of the
+// statements, the transaction rolls back and each call is sent again
+// alone, so that only the refused call fails. A call waiting its turn
+// whose context ends returns the context's error, and is not sent.
+//
 // # Expiry
 //
 // Each row stores its expiry, computed on the database server's clock
@@ -85,7 +96,9 @@
 // a second of decisions, but never corrupts the table. An UNLOGGED table
 // needs no flush at all. The limiter decides many concurrent calls on one
 // key with one statement, so a hot key costs fewer statements than
-// decisions.
+// decisions; and calls on many keys that find the pool busy share one
+// commit (see Statements), so that under load a logged table flushes
+// once per batch rather than once per decision.
 //
 // # Caveats
 //

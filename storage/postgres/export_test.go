@@ -26,3 +26,6 @@ const (
 
 // Sweeping reports whether s runs a background sweep.
 func Sweeping(s *Store) bool { return s.stopSweep != nil }
+
+// Queued returns how many compare-and-swaps of s wait to be sent together.
+func Queued(s *Store) int { return s.writes.Queued() }

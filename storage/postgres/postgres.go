@@ -5,13 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sluice-go/sluice/internal/pipeline"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -37,6 +41,10 @@ type Store struct {
 	// statement that also returns the current record (see swap).
 	contention atomic.Int32
 	form       swapForm // tests pin one form
+
+	// writes sends the compare-and-swaps: alone while the pool has
+	// connections to spare, else together (see casBatch).
+	writes *pipeline.Pipeliner[*casCall]
 
 	closeOnce sync.Once
 	stopSweep context.CancelFunc // nil when the sweep is disabled
@@ -128,6 +136,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 		return nil, err
 	}
 	s := &Store{pool: pool, stmt: newStatements(quoted, seq)}
+	s.writes = pipeline.New(int(pool.Config().MaxConns), maxBatch, s.casOne, s.casBatch)
 	interval := cfg.sweepInterval
 	if interval == 0 {
 		interval = defaultSweepInterval
@@ -196,11 +205,11 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 	if value == nil {
 		value = []byte{} // nil would be sent as NULL
 	}
-	micros := ttlMicros(ttl)
-	if expected == 0 {
-		return s.insert(ctx, key, value, micros)
+	c := &casCall{key: key, expected: expected, value: value, micros: ttlMicros(ttl)}
+	if err := s.writes.Do(ctx, c); err != nil {
+		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
-	return s.swap(ctx, key, expected, value, micros)
+	return c.rec, c.swapped, c.now, c.err
 }
 
 // ttlMicros is ttl in whole microseconds, the unit of the statements,
@@ -216,20 +225,28 @@ func ttlMicros(ttl time.Duration) int64 {
 
 // insert is CompareAndSwap with expected 0.
 func (s *Store) insert(ctx context.Context, key string, value []byte, micros int64) (storage.Record, bool, time.Time, error) {
+	rec, swapped, now, err, scanErr := readInsert(s.pool.QueryRow(ctx, s.stmt.insert, []byte(key), value, micros), key, value)
+	if scanErr != nil {
+		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, scanErr)
+	}
+	return rec, swapped, now, err
+}
+
+// readInsert reads the row of the insert statement for key and value: the
+// outcome of the compare-and-swap, or the error of the row's Scan.
+func readInsert(row pgx.Row, key string, value []byte) (rec storage.Record, swapped bool, now time.Time, err, scanErr error) {
 	var (
-		swapped bool
 		version int64
 		current []byte
-		now     time.Time
 	)
-	err := s.pool.QueryRow(ctx, s.stmt.insert, []byte(key), value, micros).Scan(&swapped, &version, &current, &now)
-	if err != nil {
-		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
+	if scanErr := row.Scan(&swapped, &version, &current, &now); scanErr != nil {
+		return storage.Record{}, false, time.Time{}, nil, scanErr
 	}
 	if !swapped {
 		value = current
 	}
-	return casResult(key, &version, value, swapped, now)
+	rec, swapped, now, err = casResult(key, &version, value, swapped, now)
+	return rec, swapped, now, err, nil
 }
 
 // casResult is CompareAndSwap's outcome from the row a statement returned:
@@ -345,19 +362,118 @@ func (s *Store) current(ctx context.Context, key string) (storage.Record, bool, 
 // swapCombined is swap as one statement that also returns the current
 // record when it does not swap.
 func (s *Store) swapCombined(ctx context.Context, key string, expected uint64, value []byte, micros int64) (storage.Record, bool, time.Time, error) {
+	rec, swapped, now, err, scanErr := readSwap(s.pool.QueryRow(ctx, s.stmt.swap, []byte(key), int64(expected), value, micros), key, value)
+	if scanErr != nil {
+		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, scanErr)
+	}
+	return rec, swapped, now, err
+}
+
+// readSwap reads the row of the swap statement for key and value: the
+// outcome of the compare-and-swap, or the error of the row's Scan.
+func readSwap(row pgx.Row, key string, value []byte) (rec storage.Record, swapped bool, now time.Time, err, scanErr error) {
 	var (
 		written, version *int64
 		current          []byte
-		now              time.Time
 	)
-	err := s.pool.QueryRow(ctx, s.stmt.swap, []byte(key), int64(expected), value, micros).Scan(&written, &version, &current, &now)
-	if err != nil {
-		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
+	if scanErr := row.Scan(&written, &version, &current, &now); scanErr != nil {
+		return storage.Record{}, false, time.Time{}, nil, scanErr
 	}
 	if written != nil {
-		return casResult(key, written, value, true, now)
+		rec, swapped, now, err = casResult(key, written, value, true, now)
+	} else {
+		rec, swapped, now, err = casResult(key, version, current, false, now)
 	}
-	return casResult(key, version, current, false, now)
+	return rec, swapped, now, err, nil
+}
+
+// maxBatch bounds the compare-and-swaps sent together in one transaction;
+// more wait for the next.
+const maxBatch = 64
+
+// casCall is one compare-and-swap on its way to the server, and then its
+// outcome.
+type casCall struct {
+	key      string
+	expected uint64
+	value    []byte // not nil
+	micros   int64
+
+	rec     storage.Record
+	swapped bool
+	now     time.Time
+	err     error
+}
+
+// casOne sends c alone, in the form that CompareAndSwap's documentation
+// describes, and sets its outcome.
+func (s *Store) casOne(ctx context.Context, c *casCall) {
+	if c.expected == 0 {
+		c.rec, c.swapped, c.now, c.err = s.insert(ctx, c.key, c.value, c.micros)
+	} else {
+		c.rec, c.swapped, c.now, c.err = s.swap(ctx, c.key, c.expected, c.value, c.micros)
+	}
+}
+
+// casBatch sends calls together, as one transaction in one round trip,
+// and sets the outcome of each. Each is the statement it would be alone
+// in its one-statement form (insert, or the combined swap), and reads and
+// writes as it would alone; but the transaction commits once for all, so
+// that a logged table flushes its write-ahead log once per batch rather
+// than once per call.
+//
+// The statements go in the order of their keys (calls on one key in the
+// order they came), so that transactions of any number of stores take the
+// rows' locks in the same order and never deadlock each other. Outcomes
+// are known only once the transaction commits. If the server refuses a
+// statement, the whole transaction rolls back: nothing was written, and
+// each call is sent again alone, so that one call's error is not every
+// call's. Any other failure (the connection, the deadline) is each
+// call's error: a write may or may not have landed.
+func (s *Store) casBatch(ctx context.Context, calls []*casCall) {
+	sorted := slices.Clone(calls)
+	slices.SortStableFunc(sorted, func(a, b *casCall) int { return strings.Compare(a.key, b.key) })
+	var batch pgx.Batch
+	for _, c := range sorted {
+		if c.expected == 0 {
+			batch.Queue(s.stmt.insert, []byte(c.key), c.value, c.micros)
+		} else {
+			batch.Queue(s.stmt.swap, []byte(c.key), int64(c.expected), c.value, c.micros)
+		}
+	}
+	results := s.pool.SendBatch(ctx, &batch)
+	var err error
+	for _, c := range sorted {
+		if c.expected == 0 {
+			c.rec, c.swapped, c.now, c.err, err = readInsert(results.QueryRow(), c.key, c.value)
+		} else {
+			c.rec, c.swapped, c.now, c.err, err = readSwap(results.QueryRow(), c.key, c.value)
+			if err == nil && c.err == nil {
+				s.score(c.swapped)
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if closeErr := results.Close(); err == nil {
+		err = closeErr
+	}
+	if err == nil {
+		return
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" && ctx.Err() == nil {
+		// The server refused a statement, with the connection still up:
+		// the transaction rolled back.
+		for _, c := range calls {
+			s.casOne(ctx, c)
+		}
+		return
+	}
+	for _, c := range calls {
+		c.rec, c.swapped, c.now, c.err = storage.Record{}, false, time.Time{}, newError("cas", c.key, ctx, err)
+	}
 }
 
 // Delete removes key; an absent key is not an error. It is one statement.

@@ -1,0 +1,169 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-go/sluice/internal/testbackend"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/postgres"
+)
+
+// casOutcome is what one CompareAndSwap returned.
+type casOutcome struct {
+	rec     storage.Record
+	swapped bool
+	err     error
+}
+
+// busyStore returns a Store over t's own table whose pool has one
+// connection, and that connection, held: the Store's first call waits
+// for it, and the others queue, until the caller releases it.
+func busyStore(t *testing.T) (*postgres.Store, *pgxpool.Conn) {
+	t.Helper()
+	url := testbackend.PostgresURL(t)
+	t.Cleanup(func() { dropTable(t, url, testbackend.Namespace(t)) })
+	pool := newPool(t, url, 1)
+	s := storeOn(t, pool)
+	held, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, held
+}
+
+// queueBehindBusyPool runs one CompareAndSwap with expected 0 per key, all
+// at once, on a Store whose pool has one connection, held by the test
+// until all but one call are queued: that one goes alone, then the queued
+// ones together. It returns each call's outcome, by index.
+func queueBehindBusyPool(t *testing.T, keys []string) (*postgres.Store, []casOutcome) {
+	t.Helper()
+	s, held := busyStore(t)
+	out := make([]casOutcome, len(keys))
+	var wg sync.WaitGroup
+	for i, key := range keys {
+		wg.Go(func() {
+			value := fmt.Appendf(nil, "value %d", i)
+			rec, swapped, err := s.CompareAndSwap(t.Context(), key, 0, value, time.Minute)
+			out[i] = casOutcome{rec, swapped, err}
+		})
+	}
+	for i := 0; postgres.Queued(s) != len(keys)-1; i++ {
+		if i == 10000 {
+			held.Release()
+			t.Fatalf("%d calls queued after 10s, want %d", postgres.Queued(s), len(keys)-1)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	held.Release()
+	wg.Wait()
+	return s, out
+}
+
+// Calls that find the pool busy go out together, as one transaction, and
+// each caller gets its own statement's outcome: two calls on one key run
+// one after the other, the second losing to the first.
+func TestBusyCallsShareOneTransaction(t *testing.T) {
+	keys := []string{"c", "a", "dup", "b", "dup", "d"}
+	s, out := queueBehindBusyPool(t, keys)
+	var dupWinner, dupLoser *casOutcome
+	for i, o := range out {
+		if keys[i] == "dup" {
+			if o.swapped {
+				dupWinner = &out[i]
+			} else {
+				dupLoser = &out[i]
+			}
+			continue
+		}
+		want := fmt.Sprintf("value %d", i)
+		if o.err != nil || !o.swapped || string(o.rec.Value) != want || o.rec.Version == 0 {
+			t.Errorf("CompareAndSwap(%q, 0) = %+v, %t, %v; want %q swapped in", keys[i], o.rec, o.swapped, o.err, want)
+		}
+	}
+	if dupWinner == nil || dupLoser == nil || dupLoser.err != nil || dupLoser.rec.Version != dupWinner.rec.Version ||
+		string(dupLoser.rec.Value) != string(dupWinner.rec.Value) {
+		t.Fatalf("two calls on one key: %+v and %+v; want one swapped in and the other to get its record", *dupWinner, *dupLoser)
+	}
+	// Rows one transaction wrote share their xmin. Five calls went
+	// together: they wrote at least four of the five rows (the one call
+	// that went alone may have been on "dup", whose row the batch wrote
+	// again).
+	pool := newPool(t, testbackend.PostgresURL(t), 1)
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	if n := queryInt(t, pool, "SELECT max(n) FROM (SELECT count(*) AS n FROM "+table+" GROUP BY xmin::text) AS x"); n < 4 {
+		t.Errorf("at most %d rows were written by one transaction, want at least 4", n)
+	}
+	for i, key := range keys {
+		rec, err := s.Get(t.Context(), key)
+		if err != nil || (key != "dup" && rec.Version != out[i].rec.Version) || (key == "dup" && rec.Version != dupWinner.rec.Version) {
+			t.Errorf("Get(%q) = %+v, %v; want what its CompareAndSwap returned", key, rec, err)
+		}
+	}
+}
+
+// A statement the server refuses rolls its batch back; the other calls
+// are sent again alone and succeed, and only the refused one fails, as it
+// would alone.
+func TestRefusedStatementFailsOnlyItsCall(t *testing.T) {
+	// A random key this long is over the size of a primary key entry.
+	long := make([]byte, 8000)
+	rand.Read(long)
+	keys := []string{"a", "b", string(long), "c", "d"}
+	_, out := queueBehindBusyPool(t, keys)
+	for i, o := range out {
+		if i == 2 {
+			var pgErr *pgconn.PgError
+			if !errors.Is(o.err, storage.ErrUnavailable) || !errors.As(o.err, &pgErr) || o.swapped {
+				t.Errorf("CompareAndSwap of an 8000-byte key = %+v, %t, %v; want the server's error", o.rec, o.swapped, o.err)
+			}
+			continue
+		}
+		if o.err != nil || !o.swapped {
+			t.Errorf("CompareAndSwap(%q, 0) = %+v, %t, %v; want it swapped in", keys[i], o.rec, o.swapped, o.err)
+		}
+	}
+}
+
+// A caller whose context ends while its call is queued gets the context's
+// error, and the call is not sent.
+func TestQueuedCallGivenUp(t *testing.T) {
+	s, held := busyStore(t)
+	defer held.Release()
+	ctx, cancel := context.WithCancel(t.Context())
+	errs := make(chan error, 2)
+	go func() {
+		_, _, err := s.CompareAndSwap(t.Context(), "alone", 0, []byte("v"), time.Minute)
+		errs <- err
+	}()
+	go func() {
+		_, _, err := s.CompareAndSwap(ctx, "queued", 0, []byte("v"), time.Minute)
+		errs <- err
+	}()
+	for i := 0; postgres.Queued(s) != 1; i++ {
+		if i == 10000 {
+			t.Fatal("no call queued after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the queued call whose context ended returned %v, want context.Canceled", err)
+	}
+	held.Release()
+	if err := <-errs; err != nil {
+		t.Fatalf("the call sent alone: %v", err)
+	}
+	if rec, err := s.Get(t.Context(), "queued"); err != nil || rec.Version != 0 {
+		t.Errorf("Get(queued) = %+v, %v; want nothing written", rec, err)
+	}
+}
