@@ -47,12 +47,14 @@
 // store, further ones wait, and as soon as one ends, those waiting go out
 // together: one round trip and one transaction, so one commit, for up to
 // 64 of them. Each is the statement it would be alone (the UPDATE and the
-// SELECT in their one-statement form), in the order of their keys, so
-// that the transactions of any number of stores take row locks in one
-// order and never deadlock each other. If the server refuses one of the
-// statements, the transaction rolls back and each call is sent again
-// alone, so that only the refused call fails. A call waiting its turn
-// whose context ends returns the context's error, and is not sent.
+// SELECT in their one-statement form); a transaction holds one call per
+// key, in the order of the keys, so that the transactions of any number
+// of stores take row locks in one order and never deadlock each other. A
+// statement of a batch waits at most 50 ms for a row lock. If the server
+// refuses one of the statements (that wait among others), the transaction
+// rolls back: the other calls are sent again together, and the refused one
+// alone, so that only the refused call fails, or waits. A call waiting its
+// turn whose context ends returns an error that matches the context's.
 //
 // # Expiry
 //

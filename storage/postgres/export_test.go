@@ -29,3 +29,6 @@ func Sweeping(s *Store) bool { return s.stopSweep != nil }
 
 // Queued returns how many compare-and-swaps of s wait to be sent together.
 func Queued(s *Store) int { return s.writes.Queued() }
+
+// InsertSQL is the statement of a CompareAndSwap with expected 0.
+func InsertSQL(s *Store) string { return s.stmt.insert }

@@ -209,6 +209,9 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 	if err := s.writes.Do(ctx, c); err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
+	if c.again {
+		s.casOne(ctx, c)
+	}
 	return c.rec, c.swapped, c.now, c.err
 }
 
@@ -403,6 +406,9 @@ type casCall struct {
 	swapped bool
 	now     time.Time
 	err     error
+	// again: the call's transaction rolled back, and the caller sends it
+	// again alone, so that its wait holds up no other call.
+	again bool
 }
 
 // casOne sends c alone, in the form that CompareAndSwap's documentation
@@ -415,26 +421,60 @@ func (s *Store) casOne(ctx context.Context, c *casCall) {
 	}
 }
 
-// casBatch sends calls together, as one transaction in one round trip,
-// and sets the outcome of each. Each is the statement it would be alone
-// in its one-statement form (insert, or the combined swap), and reads and
-// writes as it would alone; but the transaction commits once for all, so
-// that a logged table flushes its write-ahead log once per batch rather
-// than once per call.
-//
-// The statements go in the order of their keys (calls on one key in the
-// order they came), so that transactions of any number of stores take the
-// rows' locks in the same order and never deadlock each other. Outcomes
-// are known only once the transaction commits. If the server refuses a
-// statement, the whole transaction rolls back: nothing was written, and
-// each call is sent again alone, so that one call's error is not every
-// call's. Any other failure (the connection, the deadline) is each
-// call's error: a write may or may not have landed.
+// batchLockTimeout bounds how long a statement of a batch waits for a row
+// lock. A row held longer (by a long transaction elsewhere) would hold up
+// every call of the batch, on free keys too: past it, the statement fails,
+// the batch rolls back, and the blocked call waits alone.
+const batchLockTimeout = "50ms"
+
+// casBatch sends calls together, as transactions of one round trip each,
+// and sets the outcome of each (see casTransaction). A transaction holds
+// at most one call per key, so that no row is locked twice by one
+// transaction (a lost swap's shared lock, then a won swap's exclusive one,
+// could deadlock with another transaction doing the same): the first call
+// on each key goes in the first transaction, the second in the next, and
+// so on.
 func (s *Store) casBatch(ctx context.Context, calls []*casCall) {
 	sorted := slices.Clone(calls)
 	slices.SortStableFunc(sorted, func(a, b *casCall) int { return strings.Compare(a.key, b.key) })
+	for len(sorted) > 0 {
+		var round, later []*casCall
+		for i, c := range sorted {
+			if i > 0 && c.key == sorted[i-1].key {
+				later = append(later, c)
+			} else {
+				round = append(round, c)
+			}
+		}
+		s.casTransaction(ctx, round)
+		sorted = later
+	}
+}
+
+// casTransaction sends calls, on distinct keys in the order of their keys,
+// as one transaction in one round trip, and sets the outcome of each. Each
+// is the statement it would be alone in its one-statement form (insert, or
+// the combined swap), and reads and writes as it would alone; but the
+// transaction commits once for all, so that a logged table flushes its
+// write-ahead log once per batch rather than once per call. Taking row
+// locks in the order of their keys, transactions of any number of stores
+// never deadlock each other.
+//
+// Outcomes are known only once the transaction commits. If the server
+// refuses a statement (a lock wait past batchLockTimeout among others),
+// the whole transaction rolls back: nothing was written; the others are
+// sent again together, and the refused call is left to its caller to send
+// again alone, on the caller's own context (as is every call, when the
+// refusal came at commit). Any other failure (the connection, the
+// deadline) is each call's error: a write may or may not have landed.
+func (s *Store) casTransaction(ctx context.Context, calls []*casCall) {
+	if len(calls) == 1 {
+		s.casOne(ctx, calls[0])
+		return
+	}
 	var batch pgx.Batch
-	for _, c := range sorted {
+	batch.Queue("SELECT set_config('lock_timeout', '" + batchLockTimeout + "', true)")
+	for _, c := range calls {
 		if c.expected == 0 {
 			batch.Queue(s.stmt.insert, []byte(c.key), c.value, c.micros)
 		} else {
@@ -442,38 +482,58 @@ func (s *Store) casBatch(ctx context.Context, calls []*casCall) {
 		}
 	}
 	results := s.pool.SendBatch(ctx, &batch)
-	var err error
-	for _, c := range sorted {
+	_, err := results.Exec()
+	refused := -1 // the call whose statement failed
+	for i := 0; err == nil && i < len(calls); i++ {
+		c := calls[i]
 		if c.expected == 0 {
 			c.rec, c.swapped, c.now, c.err, err = readInsert(results.QueryRow(), c.key, c.value)
 		} else {
 			c.rec, c.swapped, c.now, c.err, err = readSwap(results.QueryRow(), c.key, c.value)
-			if err == nil && c.err == nil {
-				s.score(c.swapped)
-			}
 		}
 		if err != nil {
-			break
+			refused = i
 		}
 	}
 	if closeErr := results.Close(); err == nil {
 		err = closeErr
 	}
-	if err == nil {
-		return
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" && ctx.Err() == nil {
-		// The server refused a statement, with the connection still up:
-		// the transaction rolled back.
+	switch {
+	case err == nil:
 		for _, c := range calls {
-			s.casOne(ctx, c)
+			if c.expected != 0 && c.err == nil {
+				s.score(c.swapped)
+			}
 		}
-		return
+	case rolledBack(err) && ctx.Err() == nil:
+		if refused < 0 { // refused by set_config, or at commit
+			for _, c := range calls {
+				c.again = true
+			}
+			return
+		}
+		calls[refused].again = true
+		s.casTransaction(ctx, slices.Delete(slices.Clone(calls), refused, refused+1))
+	default:
+		for _, c := range calls {
+			c.rec, c.swapped, c.now, c.err = storage.Record{}, false, time.Time{}, newError("cas", c.key, ctx, err)
+		}
 	}
-	for _, c := range calls {
-		c.rec, c.swapped, c.now, c.err = storage.Record{}, false, time.Time{}, newError("cas", c.key, ctx, err)
+}
+
+// rolledBack reports whether err is the server refusing a statement with
+// the connection still up, so that its transaction rolled back: an ERROR,
+// not a FATAL or PANIC, which end the session and may come after a commit.
+func rolledBack(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
 	}
+	severity := pgErr.SeverityUnlocalized // the server's own word, since PostgreSQL 9.6
+	if severity == "" {
+		severity = pgErr.Severity
+	}
+	return severity == "ERROR"
 }
 
 // Delete removes key; an absent key is not an error. It is one statement.

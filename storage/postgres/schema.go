@@ -254,19 +254,22 @@ func newStatements(t, seq string) statements {
 		// It inserts, or takes over an expired row. On a live row it
 		// writes the row back unchanged, so that RETURNING hands over the
 		// current row even when that was committed after this statement's
-		// snapshot was taken (a plain SELECT would not see it).
-		// statement_timestamp(), the statement's start, is the one instant
-		// all three columns compare with (now() would be the start of the
-		// transaction, earlier for a statement sent in a batch). The proposed row drew its version from the sequence (the
-		// column's default), so currval tells whether it went in. Returns
+		// snapshot was taken (a plain SELECT would not see it). The
+		// instant all three columns compare with is the one the proposed
+		// row's expiry was computed from, read once during the statement
+		// (now() would be the start of the transaction, earlier for a
+		// statement of a batch, and so would statement_timestamp() for a
+		// batch sent as one query string, in the simple protocol). The
+		// proposed row drew its version from the sequence (the column's
+		// default), so currval tells whether it went in. Returns
 		// swapped, the version, the current value on conflict (NULL when
 		// swapped), the server's time.
 		insert: `INSERT INTO ` + t + ` AS r (key, value, expires_at)
 VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 microsecond')
 ON CONFLICT (key) DO UPDATE SET
-	value = CASE WHEN r.expires_at <= statement_timestamp() THEN EXCLUDED.value ELSE r.value END,
-	version = CASE WHEN r.expires_at <= statement_timestamp() THEN EXCLUDED.version ELSE r.version END,
-	expires_at = CASE WHEN r.expires_at <= statement_timestamp() THEN EXCLUDED.expires_at ELSE r.expires_at END
+	value = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.value ELSE r.value END,
+	version = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.version ELSE r.version END,
+	expires_at = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.expires_at ELSE r.expires_at END
 RETURNING r.version = currval(` + seq + `),
 	r.version,
 	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
