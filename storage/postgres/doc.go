@@ -48,13 +48,15 @@
 // together: one round trip and one transaction, so one commit, for up to
 // 64 of them. Each is the statement it would be alone (the UPDATE and the
 // SELECT in their one-statement form); a transaction holds one call per
-// key, in the order of the keys, so that the transactions of any number
-// of stores take row locks in one order and never deadlock each other. A
-// statement of a batch waits at most 50 ms for a row lock. If the server
-// refuses one of the statements (that wait among others), the transaction
-// rolls back: the other calls are sent again together, and the refused one
-// alone, so that only the refused call fails, or waits. A call waiting its
-// turn whose context ends returns an error that matches the context's.
+// key (a second call on a key goes alone), in the order of the keys, so
+// that the transactions of any number of stores take row locks in one
+// order and never deadlock each other. A statement of a batch waits at
+// most 50 ms for a row lock. If the server refuses one of the statements
+// (that wait among others), the transaction rolls back, the refused call
+// is sent again alone, and the others together, once; if they are refused
+// again, each goes alone. So only the refused call fails, or waits, on
+// its own caller's context. A call waiting its turn whose context ends
+// returns an error that matches the context's.
 //
 // # Expiry
 //

@@ -187,7 +187,8 @@ func (s *Store) GetTimed(ctx context.Context, key string) (storage.Record, time.
 // record. It is one statement and one round trip when it swaps: an upsert
 // when expected is 0, an update otherwise. A lost update takes a second
 // statement to read the current record, unless many swaps were lost
-// lately: then one statement does both (see the package documentation).
+// lately: then one statement does both. While the pool is busy, calls
+// share round trips and commits (see the package documentation).
 // New versions come from the table's identity sequence, so they never
 // repeat for any key.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
@@ -427,28 +428,25 @@ func (s *Store) casOne(ctx context.Context, c *casCall) {
 // the batch rolls back, and the blocked call waits alone.
 const batchLockTimeout = "50ms"
 
-// casBatch sends calls together, as transactions of one round trip each,
-// and sets the outcome of each (see casTransaction). A transaction holds
-// at most one call per key, so that no row is locked twice by one
-// transaction (a lost swap's shared lock, then a won swap's exclusive one,
-// could deadlock with another transaction doing the same): the first call
-// on each key goes in the first transaction, the second in the next, and
-// so on.
+// casBatch sends calls together, as one transaction in one round trip
+// (see casTransaction), and sets the outcome of each, or leaves it to its
+// caller to send again alone (casCall.again). The transaction holds at
+// most one call per key, so that no row is locked twice by one transaction
+// (a lost swap's shared lock, then a won swap's exclusive one, could
+// deadlock with another transaction doing the same): a second call on a
+// key, which two limiters sharing the store can make, goes alone.
 func (s *Store) casBatch(ctx context.Context, calls []*casCall) {
 	sorted := slices.Clone(calls)
 	slices.SortStableFunc(sorted, func(a, b *casCall) int { return strings.Compare(a.key, b.key) })
-	for len(sorted) > 0 {
-		var round, later []*casCall
-		for i, c := range sorted {
-			if i > 0 && c.key == sorted[i-1].key {
-				later = append(later, c)
-			} else {
-				round = append(round, c)
-			}
+	first := make([]*casCall, 0, len(sorted))
+	for i, c := range sorted {
+		if i > 0 && c.key == sorted[i-1].key {
+			c.again = true
+		} else {
+			first = append(first, c)
 		}
-		s.casTransaction(ctx, round)
-		sorted = later
 	}
+	s.casTransaction(ctx, first, true)
 }
 
 // casTransaction sends calls, on distinct keys in the order of their keys,
@@ -458,18 +456,20 @@ func (s *Store) casBatch(ctx context.Context, calls []*casCall) {
 // transaction commits once for all, so that a logged table flushes its
 // write-ahead log once per batch rather than once per call. Taking row
 // locks in the order of their keys, transactions of any number of stores
-// never deadlock each other.
+// never deadlock each other. A single call is left to its caller.
 //
 // Outcomes are known only once the transaction commits. If the server
 // refuses a statement (a lock wait past batchLockTimeout among others),
-// the whole transaction rolls back: nothing was written; the others are
-// sent again together, and the refused call is left to its caller to send
-// again alone, on the caller's own context (as is every call, when the
-// refusal came at commit). Any other failure (the connection, the
-// deadline) is each call's error: a write may or may not have landed.
-func (s *Store) casTransaction(ctx context.Context, calls []*casCall) {
+// the whole transaction rolls back: nothing was written. The refused call
+// is left to its caller to send again alone, on the caller's own context,
+// and the others are sent again together, once (retry): if that
+// transaction is refused too, or the refusal came at commit, every call
+// is left to its caller, so that a batch costs at most two lock waits.
+// Any other failure (the connection, the deadline) is each call's error:
+// a write may or may not have landed.
+func (s *Store) casTransaction(ctx context.Context, calls []*casCall, retry bool) {
 	if len(calls) == 1 {
-		s.casOne(ctx, calls[0])
+		calls[0].again = true
 		return
 	}
 	var batch pgx.Batch
@@ -506,14 +506,14 @@ func (s *Store) casTransaction(ctx context.Context, calls []*casCall) {
 			}
 		}
 	case rolledBack(err) && ctx.Err() == nil:
-		if refused < 0 { // refused by set_config, or at commit
+		if refused < 0 || !retry { // refused at commit, or again
 			for _, c := range calls {
 				c.again = true
 			}
 			return
 		}
 		calls[refused].again = true
-		s.casTransaction(ctx, slices.Delete(slices.Clone(calls), refused, refused+1))
+		s.casTransaction(ctx, slices.Delete(slices.Clone(calls), refused, refused+1), false)
 	default:
 		for _, c := range calls {
 			c.rec, c.swapped, c.now, c.err = storage.Record{}, false, time.Time{}, newError("cas", c.key, ctx, err)

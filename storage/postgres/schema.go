@@ -230,11 +230,12 @@ type statements struct {
 }
 
 // newStatements builds the statements for a quoted table name t and its
-// version sequence seq, given as a quoted SQL literal. Clocks:
-// every expiry is computed and compared with clock_timestamp(), the
-// database server's clock at the moment of the check, so clients with
-// skewed clocks agree and a statement that waited for a lock does not
-// shorten the time to live.
+// version sequence seq, given as a quoted SQL literal. Clocks: every
+// expiry is computed and compared on the database server's clock, so
+// clients with skewed clocks agree: with clock_timestamp(), read when the
+// statement computes or checks it, so that a statement that waited for a
+// lock does not shorten the time to live; but for the insert, whose three
+// checks share the instant its new row's expiry was computed from.
 func newStatements(t, seq string) statements {
 	return statements{
 		// $1 key. Always one row, with the server's time; an absent or
