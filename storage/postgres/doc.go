@@ -92,7 +92,7 @@
 //
 // # Performance
 //
-// Every write is a commit. With synchronous_commit on, PostgreSQL's
+// Every write is part of a commit. With synchronous_commit on, PostgreSQL's
 // default, a commit waits for the write-ahead log to reach the disk, and
 // that flush bounds how fast one key can change. A pool used only for
 // limits may set synchronous_commit=off (in the URL, or in pgx's
