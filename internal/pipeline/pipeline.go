@@ -37,10 +37,10 @@ type waiting[C any] struct {
 // way (at least 1) and sends at most maxBatch calls (at least 1) in one.
 // one sends a call alone and many several together; when they return,
 // each call holds its outcome, an error included. The context they get
-// is the caller's for a call sent alone; for calls sent together, it has
-// the values of the first one's, no cancellation, and the latest deadline
-// of theirs (none if one has none): a caller that gives up stops waiting
-// for its own outcome only.
+// is the caller's for a call sent at once; for calls that were queued
+// (one or several, sent together), it has the values of the first one's,
+// no cancellation, and the latest deadline of theirs (none if one has
+// none): a caller that gives up stops waiting for its own outcome only.
 func New[C any](maxInFlight, maxBatch int, one func(ctx context.Context, c C), many func(ctx context.Context, cs []C)) *Pipeliner[C] {
 	return &Pipeliner[C]{maxInFlight: max(maxInFlight, 1), maxBatch: max(maxBatch, 1), one: one, many: many}
 }
