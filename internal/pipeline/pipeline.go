@@ -35,8 +35,8 @@ type waiting[C any] struct {
 
 // New returns a Pipeliner that keeps at most maxInFlight round trips under
 // way (at least 1) and sends at most maxBatch calls (at least 1) in one.
-// one sends a call alone and many several together; when they return,
-// each call holds its outcome, an error included. The context they get
+// one sends a call alone and many several together, in a slice of its
+// own; when they return, each call holds its outcome, an error included. The context they get
 // is the caller's for a call sent at once; for calls that were queued
 // (one or several, sent together), it has the values of the first one's,
 // no cancellation, and the latest deadline of theirs (none if one has

@@ -25,15 +25,22 @@ type casOutcome struct {
 	err     error
 }
 
+// oneConnStore returns a Store over t's own table, dropped when t ends,
+// and its pool, which has one connection.
+func oneConnStore(t *testing.T) (*postgres.Store, *pgxpool.Pool) {
+	t.Helper()
+	url := testbackend.PostgresURL(t)
+	t.Cleanup(func() { dropTable(t, url, testbackend.Namespace(t)) })
+	pool := newPool(t, url, 1)
+	return storeOn(t, pool), pool
+}
+
 // busyStore returns a Store over t's own table whose pool has one
 // connection, and that connection, held: the Store's first call waits
 // for it, and the others queue, until the caller releases it.
 func busyStore(t *testing.T) (*postgres.Store, *pgxpool.Conn) {
 	t.Helper()
-	url := testbackend.PostgresURL(t)
-	t.Cleanup(func() { dropTable(t, url, testbackend.Namespace(t)) })
-	pool := newPool(t, url, 1)
-	s := storeOn(t, pool)
+	s, pool := oneConnStore(t)
 	held, err := pool.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -229,10 +236,7 @@ func TestLockedKeyHoldsUpNoOtherCall(t *testing.T) {
 // the statement, not at the start of its transaction, which for a batch
 // is earlier.
 func TestInsertComparesExpiryWhenItRuns(t *testing.T) {
-	url := testbackend.PostgresURL(t)
-	t.Cleanup(func() { dropTable(t, url, testbackend.Namespace(t)) })
-	pool := newPool(t, url, 1)
-	s := storeOn(t, pool)
+	s, pool := oneConnStore(t)
 	tx, err := pool.Begin(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +247,7 @@ func TestInsertComparesExpiryWhenItRuns(t *testing.T) {
 	if _, err := tx.Exec(t.Context(), "SELECT now()"); err != nil {
 		t.Fatal(err)
 	}
-	other := storeOn(t, newPool(t, url, 1))
+	other := storeOn(t, newPool(t, testbackend.PostgresURL(t), 1))
 	if _, _, err := other.CompareAndSwap(t.Context(), "k", 0, []byte("old"), 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}

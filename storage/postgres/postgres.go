@@ -436,11 +436,10 @@ const batchLockTimeout = "50ms"
 // deadlock with another transaction doing the same): a second call on a
 // key, which two limiters sharing the store can make, goes alone.
 func (s *Store) casBatch(ctx context.Context, calls []*casCall) {
-	sorted := slices.Clone(calls)
-	slices.SortStableFunc(sorted, func(a, b *casCall) int { return strings.Compare(a.key, b.key) })
-	first := make([]*casCall, 0, len(sorted))
-	for i, c := range sorted {
-		if i > 0 && c.key == sorted[i-1].key {
+	slices.SortStableFunc(calls, func(a, b *casCall) int { return strings.Compare(a.key, b.key) })
+	first := make([]*casCall, 0, len(calls))
+	for i, c := range calls {
+		if i > 0 && c.key == calls[i-1].key {
 			c.again = true
 		} else {
 			first = append(first, c)
@@ -513,7 +512,7 @@ func (s *Store) casTransaction(ctx context.Context, calls []*casCall, retry bool
 			return
 		}
 		calls[refused].again = true
-		s.casTransaction(ctx, slices.Delete(slices.Clone(calls), refused, refused+1), false)
+		s.casTransaction(ctx, slices.Delete(calls, refused, refused+1), false)
 	default:
 		for _, c := range calls {
 			c.rec, c.swapped, c.now, c.err = storage.Record{}, false, time.Time{}, newError("cas", c.key, ctx, err)
