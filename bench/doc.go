@@ -21,8 +21,11 @@
 // and report decisions per second, the 50th and 99th percentile latency of
 // one decision, and the round trips to the store per decision. The floors
 // are the least a client can do per decision: a bare PING and EVALSHA of a
-// trivial script on Redis, one INSERT ... ON CONFLICT DO UPDATE ...
-// RETURNING on PostgreSQL, one db.Update per write on bbolt.
+// trivial script on Redis, and EVALSHA of a script that reads its key and
+// writes back a value of sluice's record size with a time to live (GETSET:
+// what keeping state in one key costs the server at the least, deciding
+// nothing); one INSERT ... ON CONFLICT DO UPDATE ... RETURNING on
+// PostgreSQL; one db.Update per write on bbolt.
 //
 // Round trips are counted on the client: a go-redis hook counts commands
 // and pipelines sent, and a wrapper of sluice's storage.Store counts the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 const defaultRedisURL = "redis://127.0.0.1:6379/0"
 
 // BenchmarkRedis compares sluice on Redis with the Redis limiters and the
-// floors: a bare PING and EVALSHA of a trivial script. Every contender has
+// floors: a bare PING, EVALSHA of a trivial script, and EVALSHA of a
+// script that reads and rewrites its key (GETSET). Every contender has
 // its own client, so its round trips can be counted.
 func BenchmarkRedis(b *testing.B) {
 	url := os.Getenv("SLUICE_REDIS_URL")
@@ -98,11 +100,35 @@ func BenchmarkRedis(b *testing.B) {
 				return true, client.EvalSha(ctx, sha, []string{ns + ":" + key}).Err()
 			}, nil
 		}),
+		c("floor-GETSET", true, func(client *goredis.Client, ns string, lim limit) (decideFunc, error) {
+			sha, err := client.ScriptLoad(context.Background(), readWriteScript).Result()
+			if err != nil {
+				return nil, err
+			}
+			value := strings.Repeat("v", readWriteSize)
+			// sluice keeps a record until its buckets are full again, plus a second.
+			ttl := (lim.period/time.Duration(lim.tokens) + time.Second).Milliseconds()
+			return func(ctx context.Context, key string) (bool, error) {
+				return true, client.EvalSha(ctx, sha, []string{ns + ":" + key}, value, ttl).Err()
+			}, nil
+		}),
 	})
 }
 
 // trivialScript is the EVALSHA floor: a script that touches nothing.
 const trivialScript = "return 1"
+
+// readWriteScript is the GETSET floor: a script that reads its key and
+// writes it back with a time to live, and decides nothing. It is the least
+// a limiter pays the server per decision when it keeps a key's state in
+// one Redis key that it reads and rewrites; the EVALSHA floor writes
+// nothing.
+const readWriteScript = "redis.call('GET', KEYS[1]) redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1"
+
+// readWriteSize is the length of the value the GETSET floor writes: that
+// of sluice's record of one bucket in Redis (a tag, an 8-byte version and
+// the limiter's 29-byte state).
+const readWriteSize = 38
 
 // countHook counts what a go-redis client sends: each command and each
 // pipeline is one round trip.
