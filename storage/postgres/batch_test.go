@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,6 +174,89 @@ func TestQueuedCallGivenUp(t *testing.T) {
 	}
 	if rec, err := s.Get(t.Context(), "queued"); err != nil || rec.Version != 0 {
 		t.Errorf("Get(queued) = %+v, %v; want nothing written", rec, err)
+	}
+}
+
+// A queued call may be sent after its caller gave up (the call was
+// already taken for a round trip): the caller may then reuse its value
+// slice, which must not reach the table.
+func TestQueuedCallKeepsItsOwnValue(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	t.Cleanup(func() { dropTable(t, url, testbackend.Namespace(t)) })
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	// gate, when set, holds up the next acquire of a connection until it
+	// is closed; entered says that an acquire is held up.
+	var gate atomic.Pointer[chan struct{}]
+	entered := make(chan struct{}, 1)
+	cfg.PrepareConn = func(context.Context, *pgx.Conn) (bool, error) {
+		if ch := gate.Swap(nil); ch != nil {
+			entered <- struct{}{}
+			<-*ch
+		}
+		return true, nil
+	}
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := storeOn(t, pool)
+
+	first := make(chan struct{})
+	gate.Store(&first)
+	errs := make(chan error, 3)
+	go func() {
+		_, _, err := s.CompareAndSwap(t.Context(), "alone", 0, []byte("v"), time.Minute)
+		errs <- err
+	}()
+	<-entered
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	value := []byte("the value given")
+	given := make(chan error, 1)
+	go func() {
+		_, _, err := s.CompareAndSwap(ctx, "given up", 0, value, time.Minute)
+		given <- err
+	}()
+	go func() {
+		_, _, err := s.CompareAndSwap(t.Context(), "other", 0, []byte("v"), time.Minute)
+		errs <- err
+	}()
+	for i := 0; postgres.Queued(s) != 2; i++ {
+		if i == 10000 {
+			t.Fatal("calls not queued after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The first call ends, and the queued ones are taken together; their
+	// round trip waits for a connection while the caller gives up and
+	// writes over its slice.
+	second := make(chan struct{})
+	gate.Store(&second)
+	close(first)
+	if err := <-errs; err != nil {
+		t.Fatalf("the call sent alone: %v", err)
+	}
+	<-entered
+	cancel()
+	if err := <-given; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the call given up returned %v, want context.Canceled", err)
+	}
+	copy(value, "written after..")
+	close(second)
+	if err := <-errs; err != nil {
+		t.Fatalf("the other queued call: %v", err)
+	}
+	rec, err := s.Get(t.Context(), "given up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Version != 0 && string(rec.Value) != "the value given" {
+		t.Errorf("Get = %q: the caller's slice, written after CompareAndSwap returned, reached the table", rec.Value)
 	}
 }
 

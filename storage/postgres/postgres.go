@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -203,10 +202,11 @@ func (s *Store) CompareAndSwapTimed(ctx context.Context, key string, expected ui
 	if err := s.check(ctx, "cas", key); err != nil {
 		return storage.Record{}, false, time.Time{}, err
 	}
-	if value == nil {
-		value = []byte{} // nil would be sent as NULL
-	}
-	c := &casCall{key: key, expected: expected, value: value, micros: ttlMicros(ttl)}
+	// The call keeps a copy of value, never nil (nil would be sent as
+	// NULL): a queued call may still be sent after its caller gave up and
+	// returned, free to reuse value. That copy is also the Value returned
+	// when the swap is made.
+	c := &casCall{key: key, expected: expected, value: append([]byte{}, value...), micros: ttlMicros(ttl)}
 	if err := s.writes.Do(ctx, c); err != nil {
 		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, err)
 	}
@@ -255,8 +255,8 @@ func readInsert(row pgx.Row, key string, value []byte) (rec storage.Record, swap
 
 // casResult is CompareAndSwap's outcome from the row a statement returned:
 // version is the version stored (nil: the key is absent or expired, and
-// nothing was swapped), and value the caller's when swapped (copied: the
-// store keeps no reference to it), else the current one.
+// nothing was swapped), and value the call's copy of the caller's when
+// swapped, else the current one.
 func casResult(key string, version *int64, value []byte, swapped bool, now time.Time) (storage.Record, bool, time.Time, error) {
 	if version == nil {
 		return storage.Record{}, false, now, nil
@@ -264,9 +264,6 @@ func casResult(key string, version *int64, value []byte, swapped bool, now time.
 	v, err := checkVersion("cas", key, *version)
 	if err != nil {
 		return storage.Record{}, false, time.Time{}, err
-	}
-	if swapped {
-		value = bytes.Clone(value)
 	}
 	return storage.Record{Value: value, Version: v}, swapped, now, nil
 }
