@@ -339,7 +339,9 @@ func (s *Store) Close() error {
 // the queue is empty, so concurrent writers share one fsync. Unlike bbolt's
 // Batch there is no delay waiting for company, and no closure ever runs
 // twice: each op is claimed exactly once, inside the transaction, and a
-// failed commit fails every op that wrote.
+// failed commit fails every op it claimed: what one op wrote may or may
+// not be on disk, and what another read may be a write of the same
+// transaction, rolled back.
 
 const (
 	opQueued    int32 = iota // waiting for a transaction
@@ -364,7 +366,6 @@ type writeOp struct {
 	// Written by the transaction before done is closed.
 	rec     storage.Record
 	swapped bool
-	wrote   bool // the transaction changed the bucket for this op
 	err     error
 }
 
@@ -483,8 +484,12 @@ func (s *Store) commit(batch []*writeOp) {
 			op.err = unavailableError(op.name, op.key, err)
 		case op.state.Load() != opTaken:
 			continue // abandoned: nobody waits
-		case err != nil && op.wrote:
-			// The commit failed: the write may or may not be on disk.
+		case err != nil && op.err == nil:
+			// The commit failed: a write may or may not be on disk, and a
+			// record read (a conflict's) may be one that an earlier op of
+			// this transaction wrote, rolled back with it, whose version
+			// the next write gets again.
+			op.rec, op.swapped = storage.Record{}, false
 			op.err = unavailableError(op.name, op.key, err)
 		}
 		if op.done != nil {
@@ -493,8 +498,8 @@ func (s *Store) commit(batch []*writeOp) {
 	}
 }
 
-// apply performs one op inside the write transaction. Only a successful
-// change sets op.wrote; everything it returns is copied out of tx.
+// apply performs one op inside the write transaction; everything it
+// returns is copied out of tx.
 func (s *Store) apply(b *bbolt.Bucket, op *writeOp, now time.Time) {
 	key := []byte(op.key)
 	cur, st, err := lookup(b, key, now.UnixNano())
@@ -508,9 +513,7 @@ func (s *Store) apply(b *bbolt.Bucket, op *writeOp, now time.Time) {
 		}
 		if err := b.Delete(key); err != nil {
 			op.err = unavailableError(op.name, op.key, err)
-			return
 		}
-		op.wrote = true
 		return
 	}
 	var version uint64
@@ -533,7 +536,6 @@ func (s *Store) apply(b *bbolt.Bucket, op *writeOp, now time.Time) {
 		op.err = unavailableError(op.name, op.key, err)
 		return
 	}
-	op.wrote = true
 	op.swapped = true
 	// enc is ours, not the transaction's: bbolt copies it into its pages
 	// and never writes to it, so its value part is the copy to return.
