@@ -19,11 +19,16 @@
 //
 // q is a bucket's Capacity and w its Period in seconds (rounded up); r is
 // the whole tokens left and t the seconds, rounded up, until the next
-// token arrives: until it does the client can spend no more than r, and t
-// seconds from now it can spend at least one more. A
+// token arrives: until it does the client can spend no more than r. A
 // limiter with several buckets lists each as a policy named
-// "default-<bucket>" and reports the binding one in RateLimit. No partition
-// key (pk) is sent: keys may identify people.
+// "default-<bucket>" and reports the binding one in RateLimit, so r and t
+// are that bucket's; t seconds from now another bucket may still hold the
+// next request back, and the answer to that request then gives the wait
+// exactly (t and Retry-After). With one bucket, t seconds from now the
+// client can spend at least one more, but for a token due less than a
+// nanosecond after a whole second: t is worked out from the Decision,
+// whose waits are rounded to the nanosecond, and then falls a second
+// short. No partition key (pk) is sent: keys may identify people.
 //
 // A denied request gets the same fields and Retry-After, the wait in
 // whole seconds rounded up and never 0, from the deny handler (by default

@@ -42,8 +42,9 @@
 //     your own code if you need them.
 //   - Dry run: a limiter made WithDryRun reports its real decisions, so
 //     sluice.outcome="denied" counts the calls it would have denied. The
-//     Event does not say whether the limiter is in dry run; mark such a
-//     limiter with WithAttributes(attribute.Bool("sluice.dry_run", true)).
+//     Observer adds no attribute of its own for it (limiter.Event.DryRun):
+//     mark such a limiter with
+//     WithAttributes(attribute.Bool("sluice.dry_run", true)).
 //   - Store calls and retries per call: calls decided together in one
 //     batch each report the whole batch's store calls, so a sum would
 //     count them several times.
