@@ -67,7 +67,8 @@ type cacheShard struct {
 }
 
 func newCache(size int) *cache {
-	c := &cache{seed: maphash.MakeSeed(), perShard: (size + cacheShards - 1) / cacheShards}
+	// size/cacheShards rounded up, without overflow for any size.
+	c := &cache{seed: maphash.MakeSeed(), perShard: size/cacheShards + min(size%cacheShards, 1)}
 	for i := range c.shards {
 		c.shards[i].slots = make(map[string]*slot)
 	}

@@ -3,6 +3,7 @@ package limiter_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,28 @@ func TestCacheSizeIsExactBoundWhenIdle(t *testing.T) {
 	}
 	if n := limiter.CachedKeys(lim); n > 64 {
 		t.Errorf("%d idle keys cached, want at most 64", n)
+	}
+}
+
+// The largest cache size keeps every key, as any large size does: the
+// size per shard is rounded up without overflowing.
+func TestCacheSizeMaxInt(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithCacheSize(math.MaxInt))
+	ctx := context.Background()
+	for i := range 10 {
+		if _, err := lim.Allow(ctx, fmt.Sprint("key-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := limiter.CachedKeys(lim); n != 10 {
+		t.Errorf("%d keys cached after calls on 10 keys, want 10", n)
+	}
+	fs.ResetCounts()
+	if d, err := lim.Allow(ctx, "key-0"); err != nil || d.Allowed {
+		t.Fatalf("Allow on an exhausted key = %+v, %v; want a denial", d, err)
+	}
+	if c := fs.Calls(); c.Get+c.CAS != 0 {
+		t.Errorf("the denial of an exhausted key cost store calls %+v, want none (denied from the cache)", c)
 	}
 }
 

@@ -286,9 +286,13 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		s.buf = encodeStateV1(s.buf[:0], l.fp, l.rules, &next) // see formatV2
 		st.calls++
 		ttl := retention(l.rules, &next, now)
+		// A store writes nothing for a context already done (see package
+		// storage): a call whose context ended before it was made sent
+		// nothing, and the calls batched with it can go to the next leader.
+		live := ctx.Err() == nil
 		rec, swapped, err := l.cas(ctx, s.key, version, s.buf, l.storeTTL(ttl))
 		if err != nil {
-			return fail(err, true)
+			return fail(err, live)
 		}
 		if swapped {
 			s.mu.Lock()

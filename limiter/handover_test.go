@@ -19,6 +19,7 @@ type gateStore struct {
 	mu    sync.Mutex
 	casN  int
 	onCAS func(n int, ctx context.Context) (land bool, err error) // before forwarding
+	after func(n int)                                             // after forwarding
 	getN  int
 	onGet func(n int) // after inner Get
 }
@@ -37,7 +38,7 @@ func (g *gateStore) Get(ctx context.Context, key string) (storage.Record, error)
 func (g *gateStore) CompareAndSwap(ctx context.Context, key string, exp uint64, v []byte, ttl time.Duration) (storage.Record, bool, error) {
 	g.mu.Lock()
 	g.casN++
-	n, f := g.casN, g.onCAS
+	n, f, after := g.casN, g.onCAS, g.after
 	g.mu.Unlock()
 	if f != nil {
 		land, err := f(n, ctx)
@@ -48,7 +49,11 @@ func (g *gateStore) CompareAndSwap(ctx context.Context, key string, exp uint64, 
 			return storage.Record{}, false, err
 		}
 	}
-	return g.inner.CompareAndSwap(ctx, key, exp, v, ttl)
+	rec, swapped, err := g.inner.CompareAndSwap(ctx, key, exp, v, ttl)
+	if after != nil {
+		after(n)
+	}
+	return rec, swapped, err
 }
 func (g *gateStore) Delete(ctx context.Context, key string) error { return g.inner.Delete(ctx, key) }
 func (g *gateStore) Close() error                                 { return nil }
@@ -139,6 +144,64 @@ func runHandover(t *testing.T, land bool) {
 	charged := 10 - int(d.Remaining)
 	if charged < admitted || charged > admitted+unknown {
 		t.Errorf("%d tokens charged for %d admitted calls and %d of unknown outcome", charged, admitted, unknown)
+	}
+}
+
+// A leader whose context ends between two store calls makes the second
+// with a context already done, which a store refuses without writing: the
+// calls batched with it, whose contexts are alive, go to the next leader
+// instead of being told their outcome is unknown.
+func TestHandoverAfterContextEndedBetweenCalls(t *testing.T) {
+	clk := fakeclock.New(time.Unix(1e9, 0))
+	mem := memory.New()
+	defer mem.Close()
+	g := &gateStore{inner: mem}
+	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ctxLeader, cancelLeader := context.WithCancel(ctx)
+	defer cancelLeader()
+	leader, batched := make(chan res, 1), make(chan res, 1)
+	g.onCAS = func(n int, _ context.Context) (bool, error) {
+		switch n {
+		case 1: // the first call's flight: two more calls queue behind it
+			go func() { d, err := l.Allow(ctxLeader, "k"); leader <- res{d, err} }()
+			waitPending(t, l, "k", 1)
+			go func() { d, err := l.Allow(ctx, "k"); batched <- res{d, err} }()
+			waitPending(t, l, "k", 2)
+		case 2: // the leader's flight, deciding both: another process writes first
+			rec, err := mem.Get(ctx, l.prefix+"k")
+			if err != nil {
+				t.Error(err)
+			}
+			if _, swapped, err := mem.CompareAndSwap(ctx, l.prefix+"k", rec.Version, rec.Value, time.Hour); err != nil || !swapped {
+				t.Errorf("the other process's write: %t, %v", swapped, err)
+			}
+		}
+		return false, nil
+	}
+	g.after = func(n int) {
+		if n == 2 {
+			cancelLeader() // as the conflict's reply arrives
+		}
+	}
+	if d, err := l.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("the first call: %+v, %v", d, err)
+	}
+	if r := <-leader; !errors.Is(r.err, context.Canceled) {
+		t.Errorf("the leader whose context ended: %+v, %v; want context.Canceled", r.d, r.err)
+	}
+	r := <-batched
+	if r.err != nil || !r.d.Allowed {
+		t.Errorf("the call batched with it, whose context is alive: %+v, %v; want it decided (allowed)", r.d, r.err)
+	}
+	g.mu.Lock()
+	g.onCAS, g.after = nil, nil
+	g.mu.Unlock()
+	if d, err := l.Peek(ctx, "k"); err != nil || d.Remaining != 8 {
+		t.Errorf("Peek = %+v, %v; want 8 tokens left (two calls admitted)", d, err)
 	}
 }
 
