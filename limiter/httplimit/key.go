@@ -94,18 +94,27 @@ func (k *ipKeyer) clientIP(r *http.Request) (netip.Addr, error) {
 	if !k.isTrusted(peer) {
 		return peer, nil
 	}
+	forwarded := k.header == HeaderForwarded
 	var hops []string
-	if k.header == HeaderForwarded {
-		hops, err = forwardedFor(r.Header.Values(HeaderForwarded))
-		if err != nil {
-			return netip.Addr{}, err
-		}
+	if forwarded {
+		hops = forwardedElements(r.Header.Values(HeaderForwarded))
 	} else {
 		hops = listValues(r.Header.Values(HeaderXForwardedFor))
 	}
+	// Hops are read from the right, and only as far as the walk goes: what
+	// a client wrote left of the first hop it does not control is never
+	// read, malformed or not.
 	client := peer
 	for i := len(hops) - 1; i >= 0; i-- {
-		ip, err := parseHop(hops[i])
+		hop := hops[i]
+		if forwarded {
+			v, err := forwardedFor(hop)
+			if err != nil {
+				return netip.Addr{}, fmt.Errorf("%w: element %d of %d, %q: %w", errForwardedSyntax, i+1, len(hops), hop, err)
+			}
+			hop = v
+		}
+		ip, err := parseHop(hop)
 		if err != nil {
 			return netip.Addr{}, fmt.Errorf("%s hop %d of %d: %w", k.header, i+1, len(hops), err)
 		}
@@ -176,37 +185,74 @@ func listValues(lines []string) []string {
 // follow RFC 7239's grammar.
 var errForwardedSyntax = errors.New("malformed Forwarded header")
 
-// forwardedFor returns the "for" value of each element of the Forwarded
-// header lines (RFC 7239, section 4), in order; an element without one
-// yields "" (which no address parses from). Values may be tokens or
-// quoted strings; parameter names are case-insensitive.
-func forwardedFor(lines []string) ([]string, error) {
+// forwardedElements splits the Forwarded header lines into their
+// elements (RFC 7239, section 4), in order, at the commas outside quoted
+// strings, leaving out empty ones, which the list syntax allows. A quoted
+// string left open runs to the end of its line, so that an element a
+// client leaves unterminated swallows what a proxy appends after it on the
+// line and makes it malformed, never another hop.
+func forwardedElements(lines []string) []string {
 	var out []string
-	for _, line := range lines {
-		p := fwdParser{s: line}
-		for {
-			p.space()
-			if p.done() {
-				break
-			}
-			v, err := p.element()
-			if err != nil {
-				return nil, fmt.Errorf("%w: %q: %w", errForwardedSyntax, line, err)
-			}
-			out = append(out, v)
-			p.space()
-			if p.done() {
-				break
-			}
-			if !p.eat(',') {
-				return nil, fmt.Errorf("%w: %q: expected ',' at byte %d", errForwardedSyntax, line, p.i)
-			}
+	add := func(e string) {
+		if e = strings.Trim(e, " \t"); e != "" {
+			out = append(out, e)
 		}
 	}
-	return out, nil
+	for _, line := range lines {
+		start, quoted := 0, false
+		for i := 0; i < len(line); i++ {
+			switch c := line[i]; {
+			case quoted && c == '\\':
+				i++ // the escaped byte
+			case c == '"':
+				quoted = !quoted
+			case !quoted && c == ',':
+				add(line[start:i])
+				start = i + 1
+			}
+		}
+		add(line[start:])
+	}
+	return out
 }
 
-// fwdParser reads one Forwarded header line.
+// forwardedFor returns the "for" value of one Forwarded element (pairs
+// separated by ';', of which some may be empty), or "" (which no address
+// parses from) when it has none. Values may be tokens or quoted strings;
+// parameter names are case-insensitive.
+func forwardedFor(element string) (string, error) {
+	p := fwdParser{s: element}
+	var forValue string
+	for {
+		p.space()
+		if p.done() {
+			return forValue, nil
+		}
+		if p.eat(';') {
+			continue // an empty pair
+		}
+		name := p.token()
+		if name == "" {
+			return "", fmt.Errorf("expected a parameter name at byte %d", p.i)
+		}
+		if !p.eat('=') {
+			return "", fmt.Errorf("expected '=' at byte %d", p.i)
+		}
+		value, err := p.value()
+		if err != nil {
+			return "", err
+		}
+		if strings.EqualFold(name, "for") {
+			forValue = value
+		}
+		p.space()
+		if !p.done() && !p.eat(';') {
+			return "", fmt.Errorf("expected ';' at byte %d", p.i)
+		}
+	}
+}
+
+// fwdParser reads one Forwarded element.
 type fwdParser struct {
 	s string
 	i int
@@ -225,33 +271,6 @@ func (p *fwdParser) eat(c byte) bool {
 func (p *fwdParser) space() {
 	for p.i < len(p.s) && (p.s[p.i] == ' ' || p.s[p.i] == '\t') {
 		p.i++
-	}
-}
-
-// element reads pairs separated by ';' up to the next ',' or the end and
-// returns the value of "for".
-func (p *fwdParser) element() (string, error) {
-	var forValue string
-	for {
-		p.space()
-		name := p.token()
-		if name == "" {
-			return "", fmt.Errorf("expected a parameter name at byte %d", p.i)
-		}
-		if !p.eat('=') {
-			return "", fmt.Errorf("expected '=' at byte %d", p.i)
-		}
-		value, err := p.value()
-		if err != nil {
-			return "", err
-		}
-		if strings.EqualFold(name, "for") {
-			forValue = value
-		}
-		p.space()
-		if !p.eat(';') {
-			return forValue, nil
-		}
 	}
 }
 
