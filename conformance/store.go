@@ -75,7 +75,7 @@ const (
 //     written with the longest ttl the limiter asks for (ten years and a
 //     minute) reads present;
 //   - keeps keys distinct and byte-exact: spaces, colons, braces, Unicode,
-//     invalid UTF-8, case, and keys of 1 KiB and MaxKeyLen bytes;
+//     NUL, invalid UTF-8, case, and keys of 1 KiB and MaxKeyLen bytes;
 //   - stores values byte for byte, from empty (still present, Version > 0)
 //     to MaxValueLen bytes, and does not keep the caller's slice;
 //   - writes nothing when the context is already cancelled or past its
@@ -427,7 +427,7 @@ func distinctKeys() []string {
 	long := strings.Repeat("k", 1023)
 	return []string{
 		"a", "b", "ab", "a:b", "a:", ":b", "b:", "a::b", "a:b:", "A",
-		"a b", " a", "a ", " ", "a\tb", "a\nb", "a\rb", "\x01", "\x7f",
+		"a b", " a", "a ", " ", "a\tb", "a\nb", "a\rb", "\x00", "a\x00b", "a\x00", "\x01", "\x7f",
 		"{tag}x", "{tag}y", "{tag}", "{}", "{}x", "x{tag}", "{tag", "tag}",
 		"a/b", `a\b`, "a.b", "a*b", "a?b", "[a]b", "%s", "%", "'", `"`, "a;b", "--", "$1", "a,b", "a=b",
 		"ключ", "键", "🚦 limit", "e\u0301", "\u00e9", "\ufffd",

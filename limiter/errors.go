@@ -18,8 +18,8 @@ var (
 // Errors returned by a Limiter's methods for input they refuse. Nothing is
 // read or written when they are returned.
 var (
-	// ErrInvalidKey is returned when a key is empty, longer than MaxKeyLen
-	// bytes, or holds a NUL byte.
+	// ErrInvalidKey is returned when a key is empty or longer than
+	// MaxKeyLen bytes; any other bytes make a key.
 	ErrInvalidKey = errors.New("limiter: invalid key")
 	// ErrInvalidCost is returned when a cost is zero or negative.
 	ErrInvalidCost = errors.New("limiter: cost must be positive")

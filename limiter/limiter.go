@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -410,9 +409,6 @@ func (l *Limiter) checkKey(key string) error {
 	}
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("%w: key of %d bytes, at most %d", ErrInvalidKey, len(key), MaxKeyLen)
-	}
-	if strings.IndexByte(key, 0) >= 0 {
-		return fmt.Errorf("%w: key %q holds a NUL byte", ErrInvalidKey, key)
 	}
 	return nil
 }

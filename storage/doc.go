@@ -11,7 +11,7 @@
 // # What the limiter promises a driver
 //
 //   - Keys are non-empty strings of at most MaxKeyLen bytes; they may hold
-//     any bytes except NUL, including spaces, colons, braces and UTF-8.
+//     any bytes, including NUL, spaces, colons, braces and invalid UTF-8.
 //   - Values are at most MaxValueLen bytes, possibly empty. The limiter
 //     may reuse a value slice it passed in once the call returns, so a
 //     driver stores its own copy, never the caller's slice, and no Record

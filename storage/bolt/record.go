@@ -29,8 +29,9 @@ const (
 )
 
 // markerKey is written into the bucket when the store creates it, so that
-// a bucket filled by someone else is recognised at open time. Keys given by
-// the limiter never contain NUL, so it cannot collide with a record.
+// a bucket filled by someone else is recognised at open time. Every key a
+// limiter gives begins with its prefix (a name and a colon), so none is
+// this one; the marker's value, not in the record layout, reads as corrupt.
 var markerKey = []byte("\x00sluice")
 
 // markerValue names the layout this file holds.
