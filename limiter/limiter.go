@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -303,7 +304,7 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.observer != nil {
 		start = time.Now()
 	}
-	err := l.store.Delete(ctx, l.prefix+key)
+	err := storeError(l.store.Delete(ctx, l.prefix+key))
 	// Forget the cached record even on error: the delete may have landed.
 	if s := l.cache.lookup(key); s != nil {
 		s.gen++
@@ -381,25 +382,39 @@ func (l *Limiter) learn(server time.Time, local time.Time) {
 // get reads a record, learning the store's clock when the limiter uses it.
 func (l *Limiter) get(ctx context.Context, storeKey string) (storage.Record, error) {
 	if l.timed == nil {
-		return l.store.Get(ctx, storeKey)
+		rec, err := l.store.Get(ctx, storeKey)
+		return rec, storeError(err)
 	}
 	rec, at, err := l.timed.GetTimed(ctx, storeKey)
 	if err == nil {
 		l.learn(at, l.clock.Now())
 	}
-	return rec, err
+	return rec, storeError(err)
+}
+
+// storeError is an error of a store call as the limiter returns it: a
+// context error, or one that already matches storage.ErrUnavailable or
+// storage.ErrCorrupt, as it is; any other (from a store that does not wrap
+// its failures, or a closed store) wrapped to match
+// storage.ErrUnavailable too.
+func storeError(err error) error {
+	if err == nil || isContextErr(err) || errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrCorrupt) {
+		return err
+	}
+	return fmt.Errorf("limiter: store: %w: %w", storage.ErrUnavailable, err)
 }
 
 // cas swaps a record, learning the store's clock when the limiter uses it.
 func (l *Limiter) cas(ctx context.Context, storeKey string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
 	if l.timed == nil {
-		return l.store.CompareAndSwap(ctx, storeKey, expected, value, ttl)
+		rec, swapped, err := l.store.CompareAndSwap(ctx, storeKey, expected, value, ttl)
+		return rec, swapped, storeError(err)
 	}
 	rec, swapped, at, err := l.timed.CompareAndSwapTimed(ctx, storeKey, expected, value, ttl)
 	if err == nil {
 		l.learn(at, l.clock.Now())
 	}
-	return rec, swapped, err
+	return rec, swapped, storeError(err)
 }
 
 // checkKey validates a key.

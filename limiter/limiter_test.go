@@ -222,6 +222,37 @@ func TestStoreErrorsAreErrors(t *testing.T) {
 	}
 }
 
+// A store's error that does not say it is the store's (a store of another
+// kind, or one closed) still matches storage.ErrUnavailable, and its own
+// error, for every method, in process or not.
+func TestStoreErrorsMatchUnavailable(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 3, Period: time.Hour}})
+	fs.FailAll(boom)
+	mem := memory.New()
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 3, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.Close()
+	for name, c := range map[string]struct {
+		lim  *limiter.Limiter
+		want error
+	}{"failing store": {lim, boom}, "closed in-process store": {local, storage.ErrClosed}} {
+		for method, call := range map[string]func() error{
+			"Allow":  func() error { _, err := c.lim.Allow(ctx, "k"); return err },
+			"Peek":   func() error { _, err := c.lim.Peek(ctx, "k"); return err },
+			"Refund": func() error { return c.lim.Refund(ctx, "k", 1) },
+			"Reset":  func() error { return c.lim.Reset(ctx, "k") },
+		} {
+			if err := call(); !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, c.want) {
+				t.Errorf("%s, %s: %v; want it to match storage.ErrUnavailable and %v", name, method, err, c.want)
+			}
+		}
+	}
+}
+
 // TestBatching: calls on one key that arrive while a store call is in
 // flight are decided together in one CompareAndSwap, exactly.
 func TestBatching(t *testing.T) {
