@@ -64,9 +64,9 @@
 // other writers can only have taken tokens since, but for a Reset or a
 // Refund. So the record that denies must have been seen in the store
 // within the last second; an exhausted key costs each Limiter one read a
-// second, however many calls it gets. If that read fails, the record
-// denies for another second: an outage never admits what the cache
-// denies.
+// second, however many calls it gets. If that read fails, the call fails
+// with the store's error, as any call the store cannot serve: a store
+// error never turns into a silent denial.
 //
 // Calls on one key that arrive while a store call for it is in flight
 // wait for it and are then decided together, in arrival order, with one

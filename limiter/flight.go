@@ -256,18 +256,10 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 						continue
 					}
 				}
-				if ctx.Err() != nil || isContextErr(err) {
-					return fail(err, false)
-				}
-				// The store failed: the record still denies, as it would
-				// have with no read (never admitting too much), and for
-				// another cacheTrust, so that an outage does not cost
-				// every call on an exhausted key a failed read.
-				s.mu.Lock()
-				if s.gen == gen && s.have && s.version == version {
-					s.seen = now
-				}
-				s.mu.Unlock()
+				// The read failed (or found a record it cannot decode): the
+				// error is the caller's to handle, as any store error, never
+				// a silent denial from a record too old to trust.
+				return fail(err, false)
 			}
 			// All denied: nothing to write. What was read is remembered,
 			// refilled to now (the same state, seen later).

@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -119,23 +120,28 @@ func TestClockBackCannotExtendTrust(t *testing.T) {
 	mustAllow(t, lim, fs, false, 0, "exhausted again, from the cache")
 }
 
-// TestOutageKeepsCachedDenial: when the read of a record too old to deny
-// fails, the record still denies, without an error (it never admits too
-// much, and is what the limiter answered before the read was due), and
-// for another cacheTrust: an outage does not cost each call a failed read.
-func TestOutageKeepsCachedDenial(t *testing.T) {
+// TestOutageFailsTheRead: when the read of a record too old to deny
+// fails, the call fails with the store's error (the caller chooses what to
+// do, as with any store error), not a silent denial; a denial from a
+// record still trusted needs no store call, so it meets no error.
+func TestOutageFailsTheRead(t *testing.T) {
 	lim, fs, clock := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
 	mustAllow(t, lim, fs, true, 1, "first call")
-	fs.FailAll(fmt.Errorf("test: %w", storage.ErrUnavailable))
+	down := fmt.Errorf("test: %w", storage.ErrUnavailable)
+	fs.FailAll(down)
+	mustAllow(t, lim, fs, false, 0, "the store is down, the record still trusted: from the cache")
 	for range 2 {
 		clock.Advance(cacheTrust)
-		mustAllow(t, lim, fs, false, 1, "the store is down: one failed read")
-		mustAllow(t, lim, fs, false, 0, "after the failed read")
+		if d, err := lim.Allow(context.Background(), "k"); !errors.Is(err, down) || d != (limiter.Decision{}) {
+			t.Fatalf("the store is down, the record too old: Allow = %+v, %v; want the store's error", d, err)
+		}
 	}
 	fs.FailAll(nil)
 	clock.Advance(cacheTrust)
-	mustAllow(t, lim, fs, false, 1, "the store is back: one read")
-	mustAllow(t, lim, fs, false, 0, "after the read")
+	if d, err := lim.Allow(context.Background(), "k"); err != nil || d.Allowed {
+		t.Fatalf("the store is back: Allow = %+v, %v; want a denial", d, err)
+	}
+	mustAllow(t, lim, fs, false, 0, "from the cache again")
 }
 
 // TestConflictRecordRemembered: a compare-and-swap that loses to another
