@@ -59,6 +59,8 @@ func TestNewRejects(t *testing.T) {
 		{"name with space", mem, ok, []limiter.Option{limiter.WithName("a b")}, limiter.ErrInvalidOption},
 		{"long name", mem, ok, []limiter.Option{limiter.WithName(strings.Repeat("n", limiter.MaxNameLen+1))}, limiter.ErrInvalidOption},
 		{"nil clock", mem, ok, []limiter.Option{limiter.WithClock(nil)}, limiter.ErrInvalidOption},
+		{"nil clock func", mem, ok, []limiter.Option{limiter.WithClock((func() time.Time)(nil))}, limiter.ErrInvalidOption},
+		{"not a clock", mem, ok, []limiter.Option{limiter.WithClock(time.Second)}, limiter.ErrInvalidOption},
 		{"negative cache", mem, ok, []limiter.Option{limiter.WithCacheSize(-1)}, limiter.ErrInvalidOption},
 	} {
 		lim, err := limiter.New(c.store, c.buckets, c.opts...)
@@ -111,6 +113,50 @@ func TestCallsReject(t *testing.T) {
 // TestHotKeyOneStoreCall: after the first call, a key costs one
 // CompareAndSwap per allowed decision and no Get, and an exhausted key is
 // denied from the cache without calling the store.
+// WithClock takes a Clock or a func() time.Time (time.Now, a manual
+// clock's Now), and Wait on a clock with no After method wakes soon after
+// a test advances it.
+func TestWithClockFunc(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	b := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	if _, err := limiter.New(mem, b, limiter.WithClock(time.Now)); err != nil {
+		t.Fatalf("WithClock(time.Now): %v", err)
+	}
+	var mu sync.Mutex
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	lim, err := limiter.New(mem, b, limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("first Allow = %+v, %v", d, err)
+	}
+	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed || d.RetryAfter != time.Hour {
+		t.Fatalf("second Allow = %+v, %v; want a denial for an hour on the given clock", d, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- lim.Wait(ctx, "k") }()
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned %v before the clock moved", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait still sleeping 10s after the clock passed the wait")
+	}
+}
+
 // Keys may hold any bytes: each is its own limit.
 func TestKeysOfAnyBytes(t *testing.T) {
 	lim, _, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})

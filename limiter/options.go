@@ -3,6 +3,7 @@ package limiter
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Option configures a Limiter in New.
@@ -12,6 +13,7 @@ type config struct {
 	name       string
 	nameSet    bool
 	clock      Clock
+	clockErr   error // WithClock was given something that is not a clock
 	cacheSize  int
 	storeClock bool
 	observer   Observer
@@ -41,7 +43,10 @@ func WithName(name string) Option {
 }
 
 // WithClock sets the clock the limiter reads and waits on. The default is
-// the system clock; tests pass a manual clock. A nil clock is an error.
+// the system clock (time.Now); tests pass a manual clock. clock is either a
+// Clock, such as a manual test clock, or a func() time.Time, such as
+// time.Now or a manual clock's Now method; anything else, or nil, is an
+// error (ErrInvalidOption).
 //
 // Stores still expire records on their own clocks, after the time to live
 // the limiter asks for: the wait until every bucket is full, measured on
@@ -51,8 +56,21 @@ func WithName(name string) Option {
 // expires in real time: a minute (or the longest Period plus a second, if
 // longer) after its last write. Tests that need a key to stay empty longer
 // than that in real time should advance their clock.
-func WithClock(clock Clock) Option {
-	return func(c *config) { c.clock = clock }
+func WithClock(clock any) Option {
+	return func(c *config) {
+		c.clock, c.clockErr = nil, nil
+		switch k := clock.(type) {
+		case nil:
+		case Clock:
+			c.clock = k
+		case func() time.Time:
+			if k != nil {
+				c.clock = funcClock(k)
+			}
+		default:
+			c.clockErr = fmt.Errorf("%w: WithClock: a %T is neither a limiter.Clock nor a func() time.Time", ErrInvalidOption, clock)
+		}
+	}
 }
 
 // WithCacheSize bounds how many keys the limiter remembers the last stored
@@ -107,6 +125,9 @@ func WithFallback(local *Limiter) Option {
 func (c *config) validate() error {
 	if c.fallbackOK && c.fallback == nil {
 		return fmt.Errorf("%w: nil fallback limiter", ErrInvalidOption)
+	}
+	if c.clockErr != nil {
+		return c.clockErr
 	}
 	if c.clock == nil {
 		return fmt.Errorf("%w: nil clock", ErrInvalidOption)
