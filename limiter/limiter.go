@@ -118,14 +118,19 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 	for _, b := range rules {
 		l.minCapacity = min(l.minCapacity, b.Capacity)
 	}
-	if cfg.storeClock {
-		timed, ok := store.(storage.TimedStore)
-		if !ok {
-			return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it does not implement storage.TimedStore)", ErrInvalidOption, store)
-		}
-		l.timed = timed
-	} else if ip, ok := store.(storage.InPlaceStore); ok {
+	ip, inPlace := store.(storage.InPlaceStore)
+	switch timed, ok := store.(storage.TimedStore); {
+	case inPlace:
 		l.inPlace = ip
+		if cfg.storeClock {
+			// The clock an in-process store expires records by, which
+			// its holds report, is the store's clock.
+			l.ownClock = false
+		}
+	case cfg.storeClock && !ok:
+		return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it implements neither storage.TimedStore nor storage.InPlaceStore)", ErrInvalidOption, store)
+	case cfg.storeClock:
+		l.timed = timed
 	}
 	return l, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sluice-go/sluice/internal/fakeclock"
+	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/storage"
 	"github.com/sluice-go/sluice/storage/memory"
@@ -171,8 +172,25 @@ func (s timedStore) CompareAndSwapTimed(ctx context.Context, key string, expecte
 func TestStoreClock(t *testing.T) {
 	mem := memory.New()
 	defer mem.Close()
-	if _, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Second}}, limiter.WithStoreClock()); !errors.Is(err, limiter.ErrInvalidOption) {
+	if _, err := limiter.New(faultstore.New(mem), []limiter.Bucket{{Capacity: 1, Period: time.Second}}, limiter.WithStoreClock()); !errors.Is(err, limiter.ErrInvalidOption) {
 		t.Errorf("WithStoreClock on a store without a clock: %v, want ErrInvalidOption", err)
+	}
+	// An in-process store's clock is its own: a clock given with
+	// WithClock, here standing still, is not read.
+	inProcess, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: 300 * time.Millisecond}},
+		limiter.WithStoreClock(), limiter.WithClock(fakeclock.New(t0)))
+	if err != nil {
+		t.Fatalf("WithStoreClock on the memory store: %v", err)
+	}
+	ctx := context.Background()
+	for i, want := range []bool{true, false} {
+		if d, err := inProcess.Allow(ctx, "in process"); err != nil || d.Allowed != want {
+			t.Fatalf("in process, call %d: %+v, %v; want Allowed %t", i, d, err, want)
+		}
+	}
+	time.Sleep(350 * time.Millisecond)
+	if d, err := inProcess.Allow(ctx, "in process"); err != nil || !d.Allowed {
+		t.Errorf("in process, 350ms later on the store's clock: %+v, %v; want allowed", d, err)
 	}
 	serverClock := fakeclock.New(t0)
 	store := timedStore{mem, serverClock}

@@ -87,11 +87,13 @@ func WithCacheSize(n int) Option {
 // WithStoreClock makes the limiter decide on the store's clock rather
 // than the application's, so that processes whose clocks disagree still
 // share one exact limit. The store must implement storage.TimedStore (the
-// Redis and PostgreSQL drivers do); New fails otherwise. The limiter learns
-// the offset between the two clocks from every reply, at no extra round
-// trip except one read on its first call; the clock given with WithClock
-// then only measures time between replies. The default is the
-// application's clock.
+// Redis and PostgreSQL drivers do) or be in-process (storage.InPlaceStore,
+// as the memory driver is); New fails otherwise. The limiter learns the
+// offset between the two clocks from every reply, at no extra round trip
+// except one read on its first call; the clock given with WithClock then
+// only measures time between replies. On an in-process store it decides
+// on the clock the store expires records by, and a clock given with
+// WithClock is not read. The default is the application's clock.
 func WithStoreClock() Option {
 	return func(c *config) { c.storeClock = true }
 }
