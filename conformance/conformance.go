@@ -30,6 +30,7 @@
 package conformance
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/sluice-go/sluice/storage"
@@ -49,9 +50,12 @@ type NewStore func(tb testing.TB) storage.Store
 
 // Factory is what RunStore and RunLimiter accept: a NewStore, or a plain
 // func(tb testing.TB) storage.Store or func(t *testing.T) storage.Store,
-// with the same rules.
+// with the same rules; or a func() storage.Store that returns a fresh store
+// of its own on every call (memory.New, say), which the suites then call
+// once per test, use wherever they need a second handle, and close when
+// the test ends.
 type Factory interface {
-	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store
+	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store | func() storage.Store
 }
 
 // asNewStore turns any Factory into a NewStore (nil for a nil one).
@@ -74,6 +78,32 @@ func asNewStore[F Factory](f F) NewStore {
 				tb.Fatalf("conformance: the factory takes a *testing.T, called from a %T", tb)
 			}
 			return f(t)
+		}
+	case func() storage.Store:
+		if f == nil {
+			return nil
+		}
+		var (
+			mu     sync.Mutex
+			stores = make(map[testing.TB]storage.Store)
+		)
+		return func(tb testing.TB) storage.Store {
+			mu.Lock()
+			defer mu.Unlock()
+			if s, ok := stores[tb]; ok {
+				return s
+			}
+			s := f()
+			stores[tb] = s
+			tb.Cleanup(func() {
+				mu.Lock()
+				delete(stores, tb)
+				mu.Unlock()
+				if err := s.Close(); err != nil {
+					tb.Errorf("conformance: Close: %v", err)
+				}
+			})
+			return s
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,6 +54,30 @@ func TestLimiterChecksCatchBrokenStores(t *testing.T) {
 func TestFactoryOfT(t *testing.T) {
 	ref := refFactory(faults{})
 	RunLimiter(t, func(t *testing.T) storage.Store { return ref(t) })
+}
+
+// TestFactoryWithoutTB: a factory that takes nothing and returns a fresh
+// store on every call is accepted; the suites call it once per test.
+func TestFactoryWithoutTB(t *testing.T) {
+	ref := refFactory(faults{})
+	var mu sync.Mutex
+	n := 0
+	fresh := func() storage.Store {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return ref(&namedTB{TB: t, n: n})
+	}
+	t.Run("RunStore", func(t *testing.T) { RunStore(t, fresh) })
+	t.Run("RunLimiter", func(t *testing.T) { RunLimiter(t, fresh) })
+}
+
+// namedTB is a distinct testing.TB for each fresh store of
+// TestFactoryWithoutTB, so that the reference factory gives each its own
+// backend.
+type namedTB struct {
+	testing.TB
+	n int
 }
 
 // timedRef is a reference store that reports the time now gives as its
