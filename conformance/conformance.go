@@ -18,8 +18,8 @@
 // limiter's semantics on top of the driver (exact counts, Decision fields,
 // refunds, the store clock for drivers that report one); RunBenchmarks
 // measures decisions on a hot key and over many keys. A factory may take a
-// testing.TB or a *testing.T (see Factory); NewStore says how it is
-// called.
+// testing.TB or a *testing.T, or nothing (see Factory); NewStore says how
+// it is called.
 //
 // Run them with -race: the suites hammer one key from many goroutines and
 // rely on the race detector to catch unsynchronised state in the driver. A
@@ -30,6 +30,7 @@
 package conformance
 
 import (
+	"errors"
 	"sync"
 	"testing"
 
@@ -51,7 +52,8 @@ type NewStore func(tb testing.TB) storage.Store
 // Factory is what RunStore and RunLimiter accept: a NewStore, or a plain
 // func(tb testing.TB) storage.Store or func(t *testing.T) storage.Store,
 // with the same rules; or a func() storage.Store that returns a fresh store
-// of its own on every call (memory.New, say), which the suites then call
+// of its own on every call (func() storage.Store { return memory.New() },
+// say), which the suites then call
 // once per test, use wherever they need a second handle, and close when
 // the test ends.
 type Factory interface {
@@ -99,7 +101,7 @@ func asNewStore[F Factory](f F) NewStore {
 				mu.Lock()
 				delete(stores, tb)
 				mu.Unlock()
-				if err := s.Close(); err != nil {
+				if err := s.Close(); err != nil && !errors.Is(err, storage.ErrClosed) { // a suite may have closed it
 					tb.Errorf("conformance: Close: %v", err)
 				}
 			})

@@ -72,6 +72,35 @@ func TestFactoryWithoutTB(t *testing.T) {
 	t.Run("RunLimiter", func(t *testing.T) { RunLimiter(t, fresh) })
 }
 
+// TestFactoryWithoutTBSecondCloseErrClosed: a store whose second Close
+// returns storage.ErrClosed, as the suites allow, passes through a factory
+// that takes nothing (which closes it when the test ends).
+func TestFactoryWithoutTBSecondCloseErrClosed(t *testing.T) {
+	ref := refFactory(faults{})
+	var mu sync.Mutex
+	n := 0
+	RunStore(t, func() storage.Store {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return &strictClose{Store: ref(&namedTB{TB: t, n: n})}
+	})
+}
+
+// strictClose is a store whose Close after the first returns
+// storage.ErrClosed.
+type strictClose struct {
+	storage.Store
+	closed atomic.Bool
+}
+
+func (s *strictClose) Close() error {
+	if s.closed.Swap(true) {
+		return storage.ErrClosed
+	}
+	return s.Store.Close()
+}
+
 // namedTB is a distinct testing.TB for each fresh store of
 // TestFactoryWithoutTB, so that the reference factory gives each its own
 // backend.

@@ -205,11 +205,13 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		w.d, w.st, w.err = Decision{}, stats{}, nil // a batch handed over may carry an old failure
 	}
 	fail := func(err error, sent bool) (Decision, stats, error, bool) {
-		s.mu.Lock()
-		if s.gen == gen {
-			s.have = false // the write may have landed: read again next time
+		if sent {
+			s.mu.Lock()
+			if s.gen == gen {
+				s.have = false // the write may have landed: read again next time
+			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
 		for _, w := range batch {
 			w.st, w.err = st, err
 		}

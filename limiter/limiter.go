@@ -33,10 +33,11 @@ type Limiter struct {
 	store   storage.Store
 	timed   storage.TimedStore   // set with WithStoreClock
 	inPlace storage.InPlaceStore // an in-process store, decided under its hold on the key
-	// ownClock is set when a clock was given (WithClock). Otherwise an
-	// in-process store's clock serves: it is the wall clock advanced by
-	// the monotonic one, read once per decision, and the same for every
-	// limiter on the store. See also storeTTL.
+	// ownClock is set when a clock was given (WithClock), but for an
+	// in-process store with WithStoreClock. Otherwise an in-process
+	// store's clock serves: it is the wall clock advanced by the monotonic
+	// one, read once per decision, and the same for every limiter on the
+	// store. See also storeTTL.
 	ownClock bool
 	// minCapacity is the smallest Capacity: no cost above it can pass.
 	minCapacity int64
@@ -125,7 +126,7 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		if cfg.storeClock {
 			// The clock an in-process store expires records by, which
 			// its holds report, is the store's clock.
-			l.ownClock = false
+			l.ownClock, l.clock = false, systemClock{} // nor does Wait sleep on a given clock
 		}
 	case cfg.storeClock && !ok:
 		return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it implements neither storage.TimedStore nor storage.InPlaceStore)", ErrInvalidOption, store)

@@ -188,6 +188,12 @@ func TestStoreClock(t *testing.T) {
 			t.Fatalf("in process, call %d: %+v, %v; want Allowed %t", i, d, err, want)
 		}
 	}
+	// Wait sleeps on the store's clock too, not on the one given.
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := inProcess.Wait(waitCtx, "in process"); err != nil {
+		t.Fatalf("in process, Wait for a token due in 300ms on the store's clock: %v", err)
+	}
 	time.Sleep(350 * time.Millisecond)
 	if d, err := inProcess.Allow(ctx, "in process"); err != nil || !d.Allowed {
 		t.Errorf("in process, 350ms later on the store's clock: %+v, %v; want allowed", d, err)

@@ -130,10 +130,16 @@ func TestOutageFailsTheRead(t *testing.T) {
 	down := fmt.Errorf("test: %w", storage.ErrUnavailable)
 	fs.FailAll(down)
 	mustAllow(t, lim, fs, false, 0, "the store is down, the record still trusted: from the cache")
-	for range 2 {
-		clock.Advance(cacheTrust)
+	clock.Advance(cacheTrust)
+	for range 3 {
+		fs.ResetCounts()
 		if d, err := lim.Allow(context.Background(), "k"); !errors.Is(err, down) || d != (limiter.Decision{}) {
 			t.Fatalf("the store is down, the record too old: Allow = %+v, %v; want the store's error", d, err)
+		}
+		// Nothing was written: the record is still the latest seen, and
+		// the next call reads it again rather than guess.
+		if c := fs.Calls(); c.Get != 1 || c.CAS != 0 {
+			t.Fatalf("the store is down: %d gets and %d compare-and-swaps, want one read", c.Get, c.CAS)
 		}
 	}
 	fs.FailAll(nil)

@@ -21,7 +21,7 @@ var ErrInvalidOption = errors.New("httplimit: invalid option")
 // ErrNoKey is passed to the error handler when no usable key comes from
 // a request: the KeyFunc failed (a missing header, a remote address that
 // is not an IP, a malformed forwarding header from a trusted proxy) or
-// returned a key the limiter refuses (empty, too long, holding NUL). The
+// returned a key the limiter refuses (empty or too long). The
 // default handler answers 400.
 var ErrNoKey = errors.New("httplimit: cannot key request")
 

@@ -23,7 +23,7 @@ const maxIdentLen = 63
 var identPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // The column layout every sluice table has. Keys are bytea, not text, so
-// that any key the limiter passes (any bytes but NUL, valid UTF-8 or not)
+// that any key the limiter passes (any bytes, NUL included, valid UTF-8 or not)
 // is stored exactly, whatever the database and client encodings, and is
 // compared byte by byte without a collation.
 const tableColumns = `(
