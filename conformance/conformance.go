@@ -53,9 +53,8 @@ type NewStore func(tb testing.TB) storage.Store
 // func(tb testing.TB) storage.Store or func(t *testing.T) storage.Store,
 // with the same rules; or a func() storage.Store that returns a fresh store
 // of its own on every call (func() storage.Store { return memory.New() },
-// say), which the suites then call
-// once per test, use wherever they need a second handle, and close when
-// the test ends.
+// say), which the suites then call once per test, use wherever they need a
+// second handle, and close when the test ends.
 type Factory interface {
 	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store | func() storage.Store
 }

@@ -3,7 +3,6 @@ package conformance
 import (
 	"context"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,15 +58,7 @@ func TestFactoryOfT(t *testing.T) {
 // TestFactoryWithoutTB: a factory that takes nothing and returns a fresh
 // store on every call is accepted; the suites call it once per test.
 func TestFactoryWithoutTB(t *testing.T) {
-	ref := refFactory(faults{})
-	var mu sync.Mutex
-	n := 0
-	fresh := func() storage.Store {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return ref(&namedTB{TB: t, n: n})
-	}
+	fresh := freshRefStores(t)
 	t.Run("RunStore", func(t *testing.T) { RunStore(t, fresh) })
 	t.Run("RunLimiter", func(t *testing.T) { RunLimiter(t, fresh) })
 }
@@ -76,15 +67,16 @@ func TestFactoryWithoutTB(t *testing.T) {
 // returns storage.ErrClosed, as the suites allow, passes through a factory
 // that takes nothing (which closes it when the test ends).
 func TestFactoryWithoutTBSecondCloseErrClosed(t *testing.T) {
+	fresh := freshRefStores(t)
+	RunStore(t, func() storage.Store { return &strictClose{Store: fresh()} })
+}
+
+// freshRefStores returns a factory that takes nothing and gives a
+// reference store over a backend of its own on every call.
+func freshRefStores(t *testing.T) func() storage.Store {
 	ref := refFactory(faults{})
-	var mu sync.Mutex
-	n := 0
-	RunStore(t, func() storage.Store {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return &strictClose{Store: ref(&namedTB{TB: t, n: n})}
-	})
+	var n atomic.Int64
+	return func() storage.Store { return ref(&namedTB{TB: t, n: n.Add(1)}) }
 }
 
 // strictClose is a store whose Close after the first returns
@@ -101,12 +93,11 @@ func (s *strictClose) Close() error {
 	return s.Store.Close()
 }
 
-// namedTB is a distinct testing.TB for each fresh store of
-// TestFactoryWithoutTB, so that the reference factory gives each its own
-// backend.
+// namedTB is a distinct testing.TB for each store of freshRefStores, so
+// that the reference factory gives each its own backend.
 type namedTB struct {
 	testing.TB
-	n int
+	n int64
 }
 
 // timedRef is a reference store that reports the time now gives as its

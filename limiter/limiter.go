@@ -33,11 +33,10 @@ type Limiter struct {
 	store   storage.Store
 	timed   storage.TimedStore   // set with WithStoreClock
 	inPlace storage.InPlaceStore // an in-process store, decided under its hold on the key
-	// ownClock is set when a clock was given (WithClock), but for an
-	// in-process store with WithStoreClock. Otherwise an in-process
-	// store's clock serves: it is the wall clock advanced by the monotonic
-	// one, read once per decision, and the same for every limiter on the
-	// store. See also storeTTL.
+	// ownClock is set when a clock was given (WithClock). Otherwise an
+	// in-process store's clock serves: it is the wall clock advanced by
+	// the monotonic one, read once per decision, and the same for every
+	// limiter on the store. See also storeTTL.
 	ownClock bool
 	// minCapacity is the smallest Capacity: no cost above it can pass.
 	minCapacity int64
@@ -93,6 +92,13 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	ip, inPlace := store.(storage.InPlaceStore)
+	if inPlace && cfg.storeClock {
+		// An in-process store's clock, which its holds report and it
+		// expires records by, is the store's clock: the limiter decides
+		// and waits on it as when given no clock.
+		cfg.clock = systemClock{}
+	}
 	fp := fingerprint(rules)
 	prefix := defaultName(rules) + ":"
 	if cfg.nameSet {
@@ -119,15 +125,9 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 	for _, b := range rules {
 		l.minCapacity = min(l.minCapacity, b.Capacity)
 	}
-	ip, inPlace := store.(storage.InPlaceStore)
 	switch timed, ok := store.(storage.TimedStore); {
 	case inPlace:
 		l.inPlace = ip
-		if cfg.storeClock {
-			// The clock an in-process store expires records by, which
-			// its holds report, is the store's clock.
-			l.ownClock, l.clock = false, systemClock{} // nor does Wait sleep on a given clock
-		}
 	case cfg.storeClock && !ok:
 		return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it implements neither storage.TimedStore nor storage.InPlaceStore)", ErrInvalidOption, store)
 	case cfg.storeClock:
