@@ -263,12 +263,14 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 				// a silent denial from a record too old to trust.
 				return fail(err, false)
 			}
-			// All denied: nothing to write. What was read is remembered,
-			// refilled to now (the same state, seen later).
+			// All denied: nothing to write. What was read is remembered as
+			// the store holds it, not refilled to now: after a clock that
+			// steps back, that would be refill the store never recorded
+			// (see decide).
 			if read {
 				s.mu.Lock()
 				if s.gen == gen {
-					s.remember(version, next, now, deadline(now, retention(l.rules, &next, now)))
+					s.remember(version, cur, now, deadline(now, retention(l.rules, &next, now)))
 				}
 				s.mu.Unlock()
 			}

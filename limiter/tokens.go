@@ -43,8 +43,9 @@ func fullState(rules []Bucket, now int64) state {
 // which it advances in place: every bucket refilled to now, and, when take
 // is true and every bucket holds cost tokens, cost taken from each;
 // otherwise nothing is taken. Time before s.at refills nothing. It returns
-// the Decision. A state refilled without a take is the same state seen
-// later, so a caller may keep it.
+// the Decision. A state refilled without a take must not be kept in place
+// of the stored one: it holds the refill up to now, which a clock set back
+// below now has not earned yet.
 func decide(rules []Bucket, s *state, now, cost int64, take bool) Decision {
 	var d Decision
 	describe(&d, rules, s, now, cost, advance(rules, s, now, cost, take))
@@ -97,7 +98,9 @@ func describe(d *Decision, rules []Bucket, s *state, now, cost int64, allowed bo
 	d.Allowed = allowed
 	d.Limit = rules[bind].Capacity
 	d.Remaining = s.levels[bind].whole
-	d.ResetAfter = addSat(skew, untilWhole(rules[bind], s.levels[bind], rules[bind].Capacity))
+	if w := untilWhole(rules[bind], s.levels[bind], rules[bind].Capacity); w > 0 {
+		d.ResetAfter = addSat(skew, w) // a full bucket needs no wait, whatever the clock
+	}
 }
 
 // retention is how long s must be kept at now: until every bucket is full
