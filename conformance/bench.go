@@ -14,12 +14,18 @@ import (
 // BenchKeys is how many keys the spread benchmarks use.
 const BenchKeys = 10_000
 
-// RunBenchmarks measures a limiter on the stores that newStore returns:
+// RunBenchmarks measures a limiter on the stores that factory returns:
 // one hot key and BenchKeys keys, each with 1, 16 and 64 goroutines, and
 // the denial of an exhausted key. Allowed calls dominate (the buckets are
 // large), so the figures are the cost of a decision that writes. Each
-// benchmark reports allocations and decisions per second.
-func RunBenchmarks(b *testing.B, newStore NewStore) {
+// benchmark reports allocations and decisions per second. The factory is
+// any Factory but one that takes a *testing.T, which a benchmark cannot
+// give it.
+func RunBenchmarks[F Factory](b *testing.B, factory F) {
+	newStore := asNewStore(factory)
+	if newStore == nil {
+		b.Fatal("conformance: RunBenchmarks: nil factory")
+	}
 	allow := []limiter.Bucket{{Capacity: limiter.MaxCapacity, Period: time.Second}}
 	keys := benchKeys(BenchKeys)
 	for _, g := range []int{1, 16, 64} {

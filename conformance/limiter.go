@@ -15,7 +15,7 @@ import (
 	"github.com/sluice-go/sluice/storage"
 )
 
-// RunLimiter proves that a limiter built on the stores that newStore
+// RunLimiter proves that a limiter built on the stores that factory
 // returns keeps the semantics of DESIGN.md: exact admission counts,
 // all-or-nothing across buckets, Decision fields to the nanosecond, Peek,
 // Reset, Wait, time going backwards, and exact counts under concurrent

@@ -50,7 +50,7 @@ const (
 )
 
 // RunStore runs the storage conformance suite against the driver built by
-// newStore: one subtest per behaviour of the contract in package storage,
+// factory: one subtest per behaviour of the contract in package storage,
 // each on a fresh store.
 //
 // A pass proves that the driver:
@@ -81,7 +81,7 @@ const (
 //   - writes nothing when the context is already cancelled or past its
 //     deadline, and returns an error matching the context's error;
 //   - shows two handles over one backend each other's writes and conflicts
-//     (the subtest TwoHandlesShareBackend calls newStore twice with the
+//     (the subtest TwoHandlesShareBackend calls factory twice with the
 //     same tb);
 //   - after Close, fails every call with an error matching
 //     storage.ErrClosed, and accepts a second Close.
@@ -89,7 +89,7 @@ const (
 // Run it with -race: the concurrent subtests rely on the race detector to
 // catch unsynchronised state in the driver.
 //
-// RunStore calls newStore once in each subtest (twice in
+// RunStore calls factory once in each subtest (twice in
 // TwoHandlesShareBackend) and never closes a store it did not open, except
 // in CloseThenErrClosed, where it closes the handle under test; the
 // factory's cleanup then closes it again.

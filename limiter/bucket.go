@@ -37,13 +37,21 @@ func (b Bucket) String() string {
 
 // validate reports why b is not a usable bucket.
 func (b Bucket) validate() error {
-	if b.Capacity < 1 || b.Capacity > MaxCapacity {
-		return fmt.Errorf("%w %v: capacity must be between 1 and %d", ErrInvalidBucket, b, int64(MaxCapacity))
-	}
-	if b.Period < 1 || b.Period > MaxPeriod {
-		return fmt.Errorf("%w %v: period must be between 1ns and %v", ErrInvalidBucket, b, MaxPeriod)
+	if why := b.outOfRange(); why != "" {
+		return fmt.Errorf("%w %v: %s", ErrInvalidBucket, b, why)
 	}
 	return nil
+}
+
+// outOfRange says what is out of range in b, or returns "".
+func (b Bucket) outOfRange() string {
+	if b.Capacity < 1 || b.Capacity > MaxCapacity {
+		return fmt.Sprintf("capacity must be between 1 and %d", int64(MaxCapacity))
+	}
+	if b.Period < 1 || b.Period > MaxPeriod {
+		return fmt.Sprintf("period must be between 1ns and %v", MaxPeriod)
+	}
+	return ""
 }
 
 // formatPeriod writes d in the largest whole unit that divides it exactly,
@@ -83,8 +91,8 @@ func ParseBuckets(s string) ([]Bucket, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: %v", ErrInvalidBucket, item, err)
 		}
-		if err := b.validate(); err != nil {
-			return nil, err
+		if why := b.outOfRange(); why != "" {
+			return nil, fmt.Errorf("%w %q: %s", ErrInvalidBucket, item, why)
 		}
 		out = append(out, b)
 	}
@@ -111,19 +119,20 @@ func parsePeriod(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, errors.New("missing period")
 	}
-	if (s[0] < '0' || s[0] > '9') && s[0] != '.' {
-		s = "1" + s // "h" means "1h"; ".5s" is half a second
+	text := s // as written, for errors
+	if c := s[0] | 0x20; c >= 'a' && c <= 'z' || s[0] >= 0x80 {
+		s = "1" + s // a bare unit is one of it: "h" means "1h" ("µs" too)
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseInt(days, 10, 64)
 		if err != nil || n > int64(MaxPeriod/(24*time.Hour)) {
-			return 0, fmt.Errorf("period %q is not a whole number of days up to %d", s, int64(MaxPeriod/(24*time.Hour)))
+			return 0, fmt.Errorf("period %q is not a whole number of days up to %d", text, int64(MaxPeriod/(24*time.Hour)))
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("period %q: want a duration such as 10s, 1m or 1h", s)
+		return 0, fmt.Errorf("period %q: want a duration such as 10s, 1m or 1h", text)
 	}
 	return d, nil
 }

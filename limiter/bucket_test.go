@@ -3,6 +3,8 @@ package limiter_test
 import (
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ func TestParseBuckets(t *testing.T) {
 		{"1099511627776/1ns", []limiter.Bucket{{limiter.MaxCapacity, 1}}},
 		// A period starting with a point is a fraction, as time.ParseDuration reads it.
 		{"5/.5s, 2/0.25h", []limiter.Bucket{{5, 500 * time.Millisecond}, {2, 15 * time.Minute}}},
+		{"3/µs, 4/+2s", []limiter.Bucket{{3, time.Microsecond}, {4, 2 * time.Second}}},
 	} {
 		got, err := limiter.ParseBuckets(c.in)
 		if err != nil || !slices.Equal(got, c.want) {
@@ -28,8 +31,14 @@ func TestParseBuckets(t *testing.T) {
 	}
 	for _, in := range []string{"", " ", "5", "5/", "/10s", "x/10s", "5/10", "5/ten", "0/1s", "-1/1s", "5/0s", "5/-1s",
 		"5/10s,", "1099511627777/1s", "1/87661h", "1/3653d", "1/99999999999999999999d", "5/10s;6/1m"} {
-		if got, err := limiter.ParseBuckets(in); !errors.Is(err, limiter.ErrInvalidBucket) {
+		got, err := limiter.ParseBuckets(in)
+		if !errors.Is(err, limiter.ErrInvalidBucket) {
 			t.Errorf("ParseBuckets(%q) = %v, %v; want ErrInvalidBucket", in, got, err)
+			continue
+		}
+		// The error quotes the item at fault as it was written.
+		if item := strings.TrimSpace(in); item != "" && !strings.Contains(item, ",") && !strings.Contains(err.Error(), strconv.Quote(item)) {
+			t.Errorf("ParseBuckets(%q): error %q does not quote the item", in, err)
 		}
 	}
 }

@@ -8,9 +8,9 @@ import "time"
 // A Clock that also has a method After(d time.Duration) <-chan time.Time
 // (as a manual test clock usually does) is used by Wait for its sleeps, so
 // that tests of Wait need no real time. Otherwise Wait sleeps on real
-// timers, and with a clock given to WithClock for at most waitPoll (50ms)
-// at a time before it reads the clock again, so that a manual clock that a
-// test advances wakes it.
+// timers, and with a clock given to WithClock for at most 50ms at a time
+// before it reads the clock again, so that a manual clock that a test
+// advances wakes it.
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time

@@ -154,7 +154,9 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
 //
 // An error means the outcome is unknown or the input is refused; it is
 // never a disguised allow or deny. Store failures wrap
-// storage.ErrUnavailable, and context errors are returned as they are.
+// storage.ErrUnavailable (after Close, with storage.ErrClosed); a stored
+// record that cannot be read wraps storage.ErrCorrupt instead. Context
+// errors are returned as they are.
 func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (Decision, error) {
 	var d Decision
 	err := l.allowN(ctx, key, cost, &d)

@@ -35,7 +35,8 @@ type Event struct {
 	Cached bool
 	// Fallback reports a decision of the fallback limiter.
 	Fallback bool
-	// DryRun reports a limiter made WithDryRun: a denial in Decision was
-	// returned to the caller as an allow.
+	// DryRun is set on every event of a limiter made WithDryRun. When
+	// Decision is a denial from AllowN, the caller was told it was
+	// allowed; Peek returns its Decision unchanged.
 	DryRun bool
 }

@@ -23,8 +23,9 @@
 //     Its advised bucket boundaries run from 1µs to 5s; an SDK View
 //     overrides them.
 //   - sluice.errors, an Int64Counter with unit "{error}": one per call that
-//     failed in the store or with limiter.ErrContention, with sluice.method
-//     ("AllowN", "Peek", "Refund" or "Reset") and error.type: "closed",
+//     failed in the store, with limiter.ErrContention, or because its
+//     context ended, with sluice.method ("AllowN", "Peek", "Refund" or
+//     "Reset") and error.type: "closed",
 //     "corrupt", "unavailable" (matching storage.ErrClosed, ErrCorrupt,
 //     ErrUnavailable), "contention", "canceled", "deadline_exceeded" (the
 //     context errors), or "_OTHER". A call that the fallback limiter then

@@ -168,7 +168,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 func openError(path string, timeout time.Duration, err error) error {
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
-		return fmt.Errorf("bolt: open %q: %w (gave up after %v): %w", path, ErrLocked, timeout, err)
+		return fmt.Errorf("bolt: open %q: %w (open timeout %v): %w", path, ErrLocked, timeout, err)
 	case errors.Is(err, bolterrors.ErrInvalid),
 		errors.Is(err, bolterrors.ErrVersionMismatch),
 		errors.Is(err, bolterrors.ErrChecksum),

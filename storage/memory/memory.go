@@ -31,8 +31,8 @@ func WithShards(n int) Option {
 }
 
 // WithSweepInterval sets how often the janitor removes expired records.
-// Expired records read as absent whenever they are swept; the interval
-// only bounds how long they occupy memory. Each sweep visits every record,
+// Expired records read as absent at once, however long before they are
+// swept; the interval only bounds how long they occupy memory. Each sweep visits every record,
 // so a very short interval, or a short one on a store of millions of
 // keys, costs CPU. The default is one second; zero or a negative d means
 // the default.

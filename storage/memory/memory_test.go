@@ -40,8 +40,10 @@ func TestConformance(t *testing.T) {
 	conformance.RunLimiter(t, newStore)
 }
 
+// BenchmarkConformance also shows the factory that takes nothing, which
+// RunBenchmarks accepts as RunStore and RunLimiter do.
 func BenchmarkConformance(b *testing.B) {
-	conformance.RunBenchmarks(b, newStore)
+	conformance.RunBenchmarks(b, func() storage.Store { return memory.New() })
 }
 
 // What follows is special to the memory driver.

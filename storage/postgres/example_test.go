@@ -50,6 +50,10 @@ func ExampleWithCreateTable() {
 	}
 	defer pool.Close()
 
+	// Schema writes the table's DDL only: the schema must exist.
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS limits"); err != nil {
+		log.Fatal(err)
+	}
 	ddl, err := postgres.Schema("limits.sluice_records", true) // for the migration
 	if err != nil {
 		log.Fatal(err)

@@ -65,7 +65,8 @@ func quoteTable(table string) (string, error) {
 // create tables with their own migrations (see WithCreateTable). table is
 // "table" or "schema.table", as given to WithTable; unlogged says whether
 // the table is UNLOGGED, as WithUnlogged. The statements are idempotent
-// (IF NOT EXISTS) and separated by semicolons.
+// (IF NOT EXISTS) and separated by semicolons. They create the table, not
+// its schema: for "schema.table" the schema must exist.
 func Schema(table string, unlogged bool) (string, error) {
 	quoted, err := quoteTable(table)
 	if err != nil {
