@@ -19,6 +19,7 @@ type Pipeliner[C any] struct {
 	maxBatch    int
 	one         func(ctx context.Context, c C)
 	many        func(ctx context.Context, cs []C)
+	leave       bool // a caller whose call went out at once leaves when its ctx ends
 
 	mu       sync.Mutex
 	inFlight int           // round trips under way, at most maxInFlight
@@ -45,6 +46,17 @@ func New[C any](maxInFlight, maxBatch int, one func(ctx context.Context, c C), m
 	return &Pipeliner[C]{maxInFlight: max(maxInFlight, 1), maxBatch: max(maxBatch, 1), one: one, many: many}
 }
 
+// LeaveOnCancel makes a caller whose call went out at once stop waiting
+// for it as soon as its context ends, as a queued caller does, for a
+// client that goes on waiting for a reply after its context is cancelled
+// (go-redis stops only at a deadline). The call then goes on in a
+// goroutine of its own, holding its round trip's place until it returns.
+// It returns p.
+func (p *Pipeliner[C]) LeaveOnCancel() *Pipeliner[C] {
+	p.leave = true
+	return p
+}
+
 // Do sends c and returns nil when c holds its outcome, or ctx's error when
 // ctx ended first: before c was sent (then nothing was), or after, when
 // its outcome is unknown.
@@ -53,6 +65,12 @@ func (p *Pipeliner[C]) Do(ctx context.Context, c C) error {
 	if p.inFlight < p.maxInFlight {
 		p.inFlight++
 		p.mu.Unlock()
+		if p.leave {
+			return WaitOrLeave(ctx, func() {
+				defer p.next()
+				p.one(ctx, c)
+			})
+		}
 		defer p.next() // also if one panics: the place must not be lost
 		p.one(ctx, c)
 		return nil
@@ -167,4 +185,31 @@ func (p *Pipeliner[C]) Queued() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.queue)
+}
+
+// WaitOrLeave runs f and returns nil once it has returned, or ctx's error
+// as soon as ctx ends, if that is first; f then goes on in a goroutine of
+// its own, and whatever it writes is the caller's to ignore. A context
+// that can never end (context.Background) costs no goroutine.
+func WaitOrLeave(ctx context.Context, f func()) error {
+	if ctx.Done() == nil {
+		f()
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	select {
+	case <-done: // both ended: the outcome is there
+		return nil
+	default:
+		return ctx.Err()
+	}
 }

@@ -146,3 +146,61 @@ func TestBatchWithoutDeadline(t *testing.T) {
 		t.Errorf("deadline %v, want none", dl)
 	}
 }
+
+// With LeaveOnCancel, a caller whose call went out at once stops waiting
+// when its context is cancelled; the round trip keeps its place until it
+// ends, so a call made meanwhile queues, and goes out once it has.
+func TestLeaveOnCancel(t *testing.T) {
+	srv := newServer()
+	p := New(1, 8, srv.one, srv.many).LeaveOnCancel()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Do(ctx, 1) }()
+	waitFor(t, "call 1 sent", func() bool { return len(srv.sent()) == 1 })
+	cancel()
+	if err := <-errc; err != context.Canceled {
+		t.Fatalf("Do(1) after its context was cancelled mid-trip = %v, want context.Canceled", err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- p.Do(context.Background(), 2) }()
+	waitFor(t, "call 2 queued", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.queue) == 1
+	})
+	if got := srv.sent(); len(got) != 1 {
+		t.Fatalf("sent %v while the first round trip still held its place", got)
+	}
+	close(srv.release)
+	if err := <-second; err != nil {
+		t.Fatalf("Do(2) = %v", err)
+	}
+	if got, want := srv.sent(), [][]int{{1}, {2}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("round trips %v, want %v", got, want)
+	}
+}
+
+// A context that can never end runs the call on the caller's goroutine;
+// WaitOrLeave returns nil once it has.
+func TestWaitOrLeaveBackground(t *testing.T) {
+	ran := false
+	if err := WaitOrLeave(context.Background(), func() { ran = true }); err != nil || !ran {
+		t.Fatalf("WaitOrLeave = %v, ran %t", err, ran)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran = false
+	if err := WaitOrLeave(ctx, func() { ran = true }); err != nil || !ran {
+		t.Fatalf("WaitOrLeave with a live context = %v, ran %t", err, ran)
+	}
+}
+
+// BenchmarkWaitOrLeave is the cost of leaving on cancellation for a call
+// that returns at once: a goroutine and a channel per call.
+func BenchmarkWaitOrLeave(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for b.Loop() {
+		_ = WaitOrLeave(ctx, func() {})
+	}
+}

@@ -168,6 +168,78 @@ func TestLostReplyAfterNoScriptIsUnavailable(t *testing.T) {
 	}
 }
 
+// A call waiting for a reply that does not come ends as soon as its
+// context is cancelled, with no deadline: go-redis would wait until a
+// deadline or its ReadTimeout (here none), so the store stops waiting
+// itself, and says the outcome is unknown. This holds for a call sent at
+// once, for Delete, and for the EVAL sent after a NOSCRIPT reply.
+func TestCancelEndsCallOnHungServer(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	direct := ownClient(t, srv.Addr())
+	for _, c := range []struct {
+		name    string
+		command string // as the server counts it once the call is in flight
+		flush   bool   // the server forgets the scripts first
+		mode    int32
+		call    func(ctx context.Context, s *redis.Store, version uint64) error
+	}{
+		{"CompareAndSwap", "evalsha", false, holdReplies, func(ctx context.Context, s *redis.Store, version uint64) error {
+			_, _, err := s.CompareAndSwap(ctx, "k", version, []byte("w"), time.Minute)
+			return err
+		}},
+		{"Get", "get", false, holdReplies, func(ctx context.Context, s *redis.Store, _ uint64) error {
+			_, err := s.Get(ctx, "k")
+			return err
+		}},
+		{"Delete", "evalsha", false, holdReplies, func(ctx context.Context, s *redis.Store, _ uint64) error {
+			return s.Delete(ctx, "k")
+		}},
+		{"CompareAndSwap sent again as EVAL", "eval", true, holdSecondReply, func(ctx context.Context, s *redis.Store, version uint64) error {
+			_, _, err := s.CompareAndSwap(ctx, "k", version, []byte("w"), time.Minute)
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := t.Context()
+			p := startProxy(t, srv.Addr())
+			// One connection, opened before the replies are held back, and
+			// no read timeout: the client alone would wait for ever.
+			client := goredis.NewClient(&goredis.Options{Addr: p.addr(), ReadTimeout: -1, PoolSize: 1})
+			t.Cleanup(func() { client.Close() }) // ends the wait left behind
+			s, err := redis.New(client, redis.WithPrefix(testPrefix(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, _, err := s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.flush {
+				if err := direct.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := commandCalls(t, direct)[c.command]
+			p.mode.Store(c.mode)
+			callCtx, cancel := context.WithCancel(ctx)
+			errc := make(chan error, 1)
+			go func() { errc <- c.call(callCtx, s, rec.Version) }()
+			for commandCalls(t, direct)[c.command] == before {
+				time.Sleep(time.Millisecond) // until the server has run it
+			}
+			cancel()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+					t.Errorf("%v; want an error wrapping storage.ErrUnavailable and context.Canceled", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("still waiting 30s after its context was cancelled")
+			}
+		})
+	}
+}
+
 // concurrency is a hook that records the most round trips of the store
 // (single commands and pipelines) under way at once, each made to last a
 // millisecond so that they overlap.

@@ -125,10 +125,11 @@ func commandCalls(t *testing.T, c *goredis.Client) map[string]int64 {
 
 // Modes of a proxy for the replies of the server.
 const (
-	passReplies    = iota // forward them
-	cutReplies            // close the connection of the next reply instead: the request ran, its reply is lost
-	holdReplies           // drop them and keep the connection open: the server seems hung
-	cutSecondReply        // forward the next reply, then cut as cutReplies
+	passReplies     = iota // forward them
+	cutReplies             // close the connection of the next reply instead: the request ran, its reply is lost
+	holdReplies            // drop them and keep the connection open: the server seems hung
+	cutSecondReply         // forward the next reply, then cut as cutReplies
+	holdSecondReply        // forward the next reply, then hold as holdReplies
 )
 
 // proxy forwards TCP connections to a Redis server and can lose or hold
@@ -193,7 +194,7 @@ func (p *proxy) replies(c, u net.Conn) {
 				u.Close() // once: a client's retry would get through
 				return
 			}
-			if p.mode.CompareAndSwap(cutSecondReply, cutReplies) {
+			if p.mode.CompareAndSwap(cutSecondReply, cutReplies) || p.mode.CompareAndSwap(holdSecondReply, holdReplies) {
 				if _, err := c.Write(buf[:n]); err != nil {
 					return
 				}

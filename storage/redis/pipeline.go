@@ -43,7 +43,7 @@ func newPipeliner(client goredis.UniversalClient) *pipeline.Pipeliner[*call] {
 			// connection fails, the client gives every command without a
 			// reply the error.
 			_, _ = pipe.Exec(ctx)
-		})
+		}).LeaveOnCancel()
 }
 
 // call is one command of a Store on its way to the server. Its arguments

@@ -221,7 +221,14 @@ func (s *Store) run(ctx context.Context, op, key string, c *call) (string, error
 			script, scripter = casScript, s.scripts
 		}
 		args := c.cmd.Args()[4:]
-		reply, err = script.Eval(ctx, scripter, []string{c.key}, args...).Text()
+		var eval string
+		var evalErr error
+		if err := pipeline.WaitOrLeave(ctx, func() {
+			eval, evalErr = script.Eval(ctx, scripter, []string{c.key}, args...).Text()
+		}); err != nil {
+			return "", s.fail(ctx, op, key, err)
+		}
+		reply, err = eval, evalErr
 	}
 	if errors.Is(err, goredis.Nil) {
 		return "", err
@@ -242,7 +249,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	// Deleting twice is deleting once, so the client may retry this one.
-	reply, err := deleteScript.Run(ctx, s.client, []string{s.prefix + key}, millis(tombstoneTTL)).Result()
+	var reply any
+	var err error
+	if left := pipeline.WaitOrLeave(ctx, func() {
+		reply, err = deleteScript.Run(ctx, s.client, []string{s.prefix + key}, millis(tombstoneTTL)).Result()
+	}); left != nil {
+		return s.fail(ctx, "delete", key, left)
+	}
 	if err != nil {
 		return s.fail(ctx, "delete", key, err)
 	}
