@@ -230,6 +230,7 @@ type gate struct {
 	holdSingle   atomic.Bool // hold single EVALSHA commands
 	failSingle   atomic.Bool // and fail them once released, unsent
 	holdPipes    atomic.Bool // hold pipelines
+	failPipes    atomic.Bool // fail pipelines, unsent, without giving their commands the error
 	arrived      chan struct{}
 	release      chan struct{} // closed to release the single commands
 	releasePipes chan struct{} // closed to release the pipelines
@@ -273,6 +274,9 @@ func (g *gate) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.Pro
 		if g.holdPipes.Load() {
 			g.arrived <- struct{}{}
 			<-g.releasePipes
+		}
+		if g.failPipes.Load() {
+			return errHeldBack
 		}
 		return next(ctx, cmds)
 	}

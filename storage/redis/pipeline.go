@@ -41,8 +41,17 @@ func newPipeliner(client goredis.UniversalClient) *pipeline.Pipeliner[*call] {
 			}
 			// Each command carries its own reply or error; when the
 			// connection fails, the client gives every command without a
-			// reply the error.
-			_, _ = pipe.Exec(ctx)
+			// reply the error. A hook that fails the pipeline before it
+			// runs gives none: a command left with neither reply nor error
+			// (every reply of the scripts and every record is a non-empty
+			// string) gets the pipeline's.
+			if _, err := pipe.Exec(ctx); err != nil {
+				for _, c := range calls {
+					if c.cmd.Err() == nil && c.cmd.Val() == "" {
+						c.cmd.SetErr(err)
+					}
+				}
+			}
 		}).LeaveOnCancel()
 }
 

@@ -904,6 +904,40 @@ type casResult struct {
 	err     error
 }
 
+// A pipeline that a hook fails before it runs, without giving its
+// commands the error, fails each call in it with that error, wrapping
+// storage.ErrUnavailable: a command left without a reply is not an empty
+// record (which would read as corrupt).
+func TestPipelineFailedByHook(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	s, g := gatedStore(t, ownClient(t, srv.Addr()))
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	g.failPipes.Store(true)
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			if i%2 == 0 {
+				_, errs[i] = s.Get(context.Background(), "warm")
+			} else {
+				_, _, errs[i] = s.CompareAndSwap(context.Background(), "warm", 1, []byte("v"), time.Minute)
+			}
+		})
+	}
+	waitQueued(t, s, len(errs))
+	close(g.release)
+	held.Wait()
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, errHeldBack) || errors.Is(err, storage.ErrCorrupt) {
+			t.Errorf("call %d in a pipeline failed by a hook: %v; want an error wrapping storage.ErrUnavailable and the hook's error", i, err)
+		}
+	}
+	if got := g.sent(); len(got) != 1 || got[0] != len(errs) {
+		t.Errorf("pipelines %v, want one of %d commands", got, len(errs))
+	}
+}
+
 // Calls on different keys issued while the round trips in flight are
 // busy go out together in one pipeline, and each caller gets exactly its
 // own result: swaps on many keys, a Get and a GetTimed among them. A
