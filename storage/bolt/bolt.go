@@ -152,7 +152,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	bopts := *bbolt.DefaultOptions
 	bopts.Timeout = cfg.openTimeout
 	bopts.NoSync = cfg.noSync
-	db, err := bbolt.Open(path, fileMode, &bopts)
+	db, err := safeOpen(path, &bopts)
 	if err != nil {
 		return nil, openError(path, cfg.openTimeout, err)
 	}
@@ -164,6 +164,21 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// errBboltPanic reports a panic of bbolt.Open, which bbolt raises instead
+// of an error for some damaged files (a freelist or meta page that points
+// at garbage).
+var errBboltPanic = errors.New("bbolt panicked reading the file")
+
+// safeOpen is bbolt.Open, with a panic turned into an error.
+func safeOpen(path string, opts *bbolt.Options) (db *bbolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", errBboltPanic, r)
+		}
+	}()
+	return bbolt.Open(path, fileMode, opts)
+}
+
 // openError explains why bbolt.Open failed.
 func openError(path string, timeout time.Duration, err error) error {
 	switch {
@@ -172,6 +187,7 @@ func openError(path string, timeout time.Duration, err error) error {
 	case errors.Is(err, bolterrors.ErrInvalid),
 		errors.Is(err, bolterrors.ErrVersionMismatch),
 		errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, errBboltPanic),
 		// A file shorter than two pages that is not empty: bbolt says so
 		// without a sentinel error.
 		strings.Contains(err.Error(), "file size too small"):
@@ -219,7 +235,19 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 		if err != nil {
 			return fmt.Errorf("bucket %q: %w", cfg.bucket, err)
 		}
-		switch mark := b.Get(markerKey); {
+		mark := b.Get(markerKey)
+		if legacy := b.Get(legacyMarkerKey); mark == nil && legacy != nil && bytes.Equal(legacy, markerValue) {
+			// A file of an earlier release: move its marker out of the
+			// key space callers use.
+			if err := b.Delete(legacyMarkerKey); err != nil {
+				return err
+			}
+			if err := b.Put(markerKey, markerValue); err != nil {
+				return err
+			}
+			mark = markerValue
+		}
+		switch {
 		case mark == nil:
 			if k, _ := b.Cursor().First(); k != nil {
 				return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)

@@ -57,10 +57,16 @@
 // # Errors
 //
 // Open fails with an error wrapping ErrLocked when the file is locked,
-// wrapping storage.ErrCorrupt when the file is not a bbolt database or the
-// bucket holds data not written by this package (it writes a marker into
-// the bucket it creates), and wrapping the operating system's error for a
-// path it cannot create (fs.ErrNotExist for a missing directory).
+// wrapping storage.ErrCorrupt when the file is not a bbolt database, when
+// bbolt finds its pages damaged (bbolt panics on some damaged files; Open
+// recovers and reports it, though the file stays locked until the garbage
+// collector closes bbolt's handle), or when the bucket holds data not
+// written by this package (it writes a marker into the bucket it creates,
+// under a key longer than storage.MaxKeyLen, so that every key a caller may
+// use is free), and wrapping the operating system's error for a path it
+// cannot create (fs.ErrNotExist for a missing directory). A file of an
+// earlier release, whose marker was under the key "\x00sluice", has its
+// marker moved when it is opened; such a release then no longer opens it.
 //
 // Errors of the Store methods name the operation and the key, such as
 // `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a

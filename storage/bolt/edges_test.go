@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
@@ -270,4 +271,109 @@ func TestCtxEndingAfterClaimReportsTheWrite(t *testing.T) {
 	if got.err != nil || !got.swapped || got.rec.Version != stored.Version || stored.Version == 0 {
 		t.Errorf("CompareAndSwap whose ctx ended after its op was claimed = %+v, %t, %v; stored %+v; want the write reported as it landed", got.rec, got.swapped, got.err, stored)
 	}
+}
+
+// Keys may hold any bytes, a leading NUL included: the key where earlier
+// releases kept the layout marker ("\x00sluice") is a key like any other,
+// and the file still opens once it has been used.
+func TestMarkerKeyIsAUsableKey(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "marker.db")
+	s := mustOpen(t, path, WithNoSync())
+	const key = "\x00sluice"
+	if rec, err := s.Get(ctx, key); err != nil || rec.Version != 0 {
+		t.Fatalf("Get(%q) of a key never written = %+v, %v; want absent", key, rec, err)
+	}
+	rec, swapped, err := s.CompareAndSwap(ctx, key, 0, []byte("v"), time.Hour)
+	if err != nil || !swapped {
+		t.Fatalf("CompareAndSwap(%q, 0) = %+v, %t, %v; want a swap", key, rec, swapped, err)
+	}
+	if got, err := s.Get(ctx, key); err != nil || got.Version != rec.Version || string(got.Value) != "v" {
+		t.Fatalf("Get(%q) = %+v, %v; want %+v", key, got, err, rec)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, path)
+	if got, err := s.Get(ctx, key); err != nil || got.Version != rec.Version {
+		t.Fatalf("after reopening, Get(%q) = %+v, %v; want %+v", key, got, err, rec)
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("Delete(%q) = %v", key, err)
+	}
+}
+
+// A file of an earlier release, with the marker under "\x00sluice", opens
+// with its records, and the marker moves out of the keys callers use.
+func TestLegacyMarkerMoves(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "legacy.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucket([]byte(defaultBucket))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("\x00sluice"), markerValue); err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), encodeRecord(7, time.Now().Add(time.Hour).UnixNano(), []byte("old")))
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	s := mustOpen(t, path)
+	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 7 || string(rec.Value) != "old" {
+		t.Fatalf("Get(k) in a file of an earlier release = %+v, %v; want version 7, \"old\"", rec, err)
+	}
+	if rec, err := s.Get(ctx, "\x00sluice"); err != nil || rec.Version != 0 {
+		t.Fatalf("Get of the old marker key = %+v, %v; want absent", rec, err)
+	}
+	if _, ok, err := s.CompareAndSwap(ctx, "\x00sluice", 0, []byte("v"), time.Hour); err != nil || !ok {
+		t.Fatalf("CompareAndSwap on the old marker key = %t, %v; want a swap", ok, err)
+	}
+}
+
+// bbolt panics, rather than failing, on some damaged files (here a
+// freelist of garbage): Open returns an error wrapping storage.ErrCorrupt
+// instead of crashing the program.
+func TestOpenDamagedPages(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "damaged.db")
+	s := mustOpen(t, path, WithNoSync())
+	for i := range 200 {
+		if _, _, err := s.CompareAndSwap(ctx, fmt.Sprint("key-", i), 0, make([]byte, 100), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 2 * os.Getpagesize(); i < len(data); i++ { // every page but the two meta pages
+		data[i] ^= 0x5a
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("Open of a damaged file panicked: %v", r)
+			}
+		}()
+		s, err := Open(path, WithOpenTimeout(time.Second))
+		if err == nil {
+			s.Close()
+		}
+		if !errors.Is(err, storage.ErrCorrupt) {
+			t.Fatalf("Open of a damaged file = %v; want an error wrapping storage.ErrCorrupt", err)
+		}
+	}()
 }

@@ -29,10 +29,15 @@ const (
 )
 
 // markerKey is written into the bucket when the store creates it, so that
-// a bucket filled by someone else is recognised at open time. Every key a
-// limiter gives begins with its prefix (a name and a colon), so none is
-// this one; the marker's value, not in the record layout, reads as corrupt.
-var markerKey = []byte("\x00sluice")
+// a bucket filled by someone else is recognised at open time. It is longer
+// than storage.MaxKeyLen, so no key a caller may use is this one (keys may
+// hold any bytes, NUL included); the marker's value, not in the record
+// layout, is skipped by the sweep.
+var markerKey = append([]byte("\x00sluice marker\x00"), make([]byte, storage.MaxKeyLen)...)
+
+// legacyMarkerKey is where files written by earlier releases keep the
+// marker; start moves it to markerKey, freeing the key for callers.
+var legacyMarkerKey = []byte("\x00sluice")
 
 // markerValue names the layout this file holds.
 var markerValue = []byte("sluice bolt layout 1")
