@@ -74,8 +74,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "httpserver:", err)
 		stop()
+		if errors.Is(err, flag.ErrHelp) { // -h: the usage is printed
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "httpserver:", err)
 		os.Exit(1)
 	}
 }
@@ -193,6 +196,13 @@ func newHandler(lim *limiter.Limiter, o options, logger *slog.Logger) (http.Hand
 	}
 	if o.key != "ip" {
 		opts = append(opts, httplimit.WithKeyFunc(httplimit.KeyByHeader(o.key)))
+	}
+	if o.dryRun {
+		// A dry run serves every request: a store failure is logged, not
+		// answered 503 by the default fail-closed policy.
+		opts = append(opts, httplimit.WithFailOpen(func(r *http.Request, err error) {
+			logger.Error("not decided, served (dry run)", "method", r.Method, "path", r.URL.Path, "err", err)
+		}))
 	}
 	if o.trustFrom != "" {
 		opts = append(opts, httplimit.WithTrustedProxies(strings.Split(o.trustFrom, ",")...))

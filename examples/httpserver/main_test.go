@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -18,7 +20,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sluice-go/sluice/internal/faultstore"
 	"github.com/sluice-go/sluice/internal/testbackend"
+	"github.com/sluice-go/sluice/limiter"
+	"github.com/sluice-go/sluice/storage"
+	"github.com/sluice-go/sluice/storage/memory"
 )
 
 func TestMain(m *testing.M) { testbackend.Main(m) }
@@ -133,6 +139,40 @@ func TestBadFlags(t *testing.T) {
 		if err := run(context.Background(), args, io.Discard); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
+	}
+}
+
+// The usage asked for with -h is not an error: exit status 0, and no
+// error line.
+func TestHelpExitsZero(t *testing.T) {
+	out, err := exec.Command(buildServer(t), "-h").CombinedOutput()
+	if err != nil || strings.Contains(string(out), "help requested") || !strings.Contains(string(out), "-dry-run") {
+		t.Errorf("httpserver -h: %v, output:\n%s\nwant exit status 0 and the usage alone", err, out)
+	}
+}
+
+// -dry-run serves every request, also while the store fails: the failure
+// is logged, not answered 503.
+func TestDryRunServesDuringOutage(t *testing.T) {
+	store := faultstore.New(memory.New())
+	t.Cleanup(func() { store.Close() })
+	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 5, Period: 10 * time.Second}}, limiter.WithDryRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	h, err := newHandler(lim, options{key: "ip", dryRun: true}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.FailAll(storage.ErrUnavailable)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+	if w.Code != http.StatusOK {
+		t.Errorf("-dry-run with the store down: status %d, want 200", w.Code)
+	}
+	if !strings.Contains(logs.String(), "not decided, served (dry run)") {
+		t.Errorf("the store failure was not logged; log:\n%s", logs.String())
 	}
 }
 

@@ -80,7 +80,9 @@
 // limiter that guards a login form must not vanish with its store.
 // WithFailOpen serves such requests instead and reports each error to a
 // function, for limits that are a courtesy rather than a guard. Either way
-// the failure is never silent.
+// the failure is never silent. A limiter made WithDryRun turns denials
+// into allows, not store failures: to serve every request during a dry
+// run, add WithFailOpen too.
 //
 // # Concurrency
 //
