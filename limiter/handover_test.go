@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -242,6 +243,55 @@ func TestPeekDoesNotUndoReset(t *testing.T) {
 	if err := l.Reset(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
+	close(hold)
+	<-done
+	d, err := l.Allow(ctx, "k")
+	if err != nil || !d.Allowed {
+		t.Errorf("after Reset: allowed=%v err=%v retry=%v (want allowed)", d.Allowed, err, d.RetryAfter)
+	}
+}
+
+// The same, with "k"'s cache slot evicted between Peek's two lookups and
+// made again (by a caller that left, so that it remembers nothing): the
+// new slot's gen is 0, like the old one's before the Reset, and Peek must
+// still not cache the record it read before the Reset.
+func TestPeekDoesNotUndoResetAcrossEviction(t *testing.T) {
+	clk := fakeclock.New(time.Unix(1e9, 0))
+	mem := memory.New()
+	defer mem.Close()
+	hold := make(chan struct{})
+	got := make(chan struct{})
+	var armed atomic.Bool
+	st := &gateStore{inner: mem, onGet: func(int) {
+		if armed.CompareAndSwap(true, false) {
+			close(got)
+			<-hold
+		}
+	}}
+	l, err := New(st, []Bucket{{Capacity: 2, Period: time.Hour}}, WithClock(clk), WithCacheSize(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := ""
+	for i := 0; other == ""; i++ { // a key of the same cache shard, which holds one slot
+		if k := fmt.Sprint("other", i); l.cache.shard(k) == l.cache.shard("k") {
+			other = k
+		}
+	}
+	ctx := context.Background()
+	l.Allow(ctx, "k")
+	l.Allow(ctx, "k") // exhausted, and remembered
+	armed.Store(true)
+	done := make(chan struct{})
+	go func() { l.Peek(ctx, "k"); close(done) }()
+	<-got // Peek has read the exhausted record
+	if err := l.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	l.Allow(ctx, other) // evicts "k"'s slot
+	left, cancel := context.WithCancel(ctx)
+	cancel()
+	l.Allow(left, "k") // a new slot for "k", remembering nothing
 	close(hold)
 	<-done
 	d, err := l.Allow(ctx, "k")

@@ -263,10 +263,12 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 		return d, nil
 	}
 	// What was read is cached only if no Reset came in between.
+	// The slot, not only its gen, must be the same: a slot evicted and
+	// made again starts at gen 0 whatever Resets the old one saw.
 	var gen uint64
-	cached := false
+	var first *slot
 	if s := l.cache.lookup(key); s != nil {
-		gen, cached = s.gen, true
+		gen, first = s.gen, s
 		s.mu.Unlock()
 	}
 	storeKey := l.prefix + key
@@ -280,7 +282,7 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Decision, error) {
 	}
 	now := l.now()
 	if s := l.cache.lookup(key); s != nil {
-		if cached && s.gen == gen {
+		if s == first && s.gen == gen {
 			switch {
 			case rec.Version == 0:
 				// Absent now: reset or expired since the cached record, or
