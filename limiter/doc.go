@@ -108,6 +108,12 @@
 //     until it calls Peek, which reads the store.
 //   - A call whose context ends while it waits behind another's store call
 //     may still have been counted.
+//   - Calls decided together (see above) share the context of the one
+//     whose store call carries them: if that context ends after the write
+//     was sent, the others fail too, with an error wrapping
+//     storage.ErrUnavailable that says the outcome is unknown (the write
+//     may have landed), though their own contexts are live. If it ends
+//     before anything was sent, they go on with the next call in line.
 //   - Time comes from each process's clock. Processes whose clocks
 //     disagree share a limit only as exactly as their clocks agree; time
 //     going backwards refills nothing.
