@@ -106,14 +106,12 @@
 //     through another Limiter or in another process can go unseen by this
 //     one for up to a second (the age of a record that still denies), or
 //     until it calls Peek, which reads the store.
-//   - A call whose context ends while it waits behind another's store call
-//     may still have been counted.
-//   - Calls decided together (see above) share the context of the one
-//     whose store call carries them: if that context ends after the write
-//     was sent, the others fail too, with an error wrapping
-//     storage.ErrUnavailable that says the outcome is unknown (the write
-//     may have landed), though their own contexts are live. If it ends
-//     before anything was sent, they go on with the next call in line.
+//   - A call whose context ends while its store call, or the one it is
+//     batched in, is under way returns at once with the context's error,
+//     and may still have been counted (if the write was sent before it
+//     left). The calls batched with it are not affected: a batch's store
+//     call goes on until every call in it has left, or the latest of their
+//     deadlines has passed.
 //   - Time comes from each process's clock. Processes whose clocks
 //     disagree share a limit only as exactly as their clocks agree; time
 //     going backwards refills nothing.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-go/sluice/storage"
@@ -67,7 +68,7 @@ func (l *Limiter) remote(ctx context.Context, key string, o op) (Decision, stats
 		s.mu.Unlock()
 		d, st, err = l.lead(ctx, s, o, nil)
 	} else {
-		w := &waiter{op: o, done: make(chan struct{})}
+		w := &waiter{op: o, ctx: ctx, done: make(chan struct{})}
 		s.pending = append(s.pending, w)
 		s.mu.Unlock()
 		d, st, err = l.await(ctx, s, w)
@@ -80,9 +81,11 @@ func (l *Limiter) remote(ctx context.Context, key string, o op) (Decision, stats
 // a store call in flight.
 type waiter struct {
 	op
-	done  chan struct{} // closed when d, st and err are set, or when leading
-	state waiterState   // guarded by the slot's mu
-	batch []*waiter     // when leading: the calls to decide with it
+	ctx   context.Context // its caller's
+	done  chan struct{}   // closed when d, st and err are set, or when leading
+	state waiterState     // guarded by the slot's mu
+	batch []*waiter       // when leading: the calls to decide with it
+	left  bool            // abandoned before the flight's current attempt (the flight's own)
 	d     Decision
 	st    stats
 	err   error
@@ -145,17 +148,114 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	trusted := have && s.trusted(now)
 	s.mu.Unlock()
 
-	d, st, err, sent := l.flight(ctx, s, o, batch, have, trusted, version, cur, gen)
+	if len(batch) == 0 || ctx.Done() == nil {
+		d, st, err, _ := l.fly(ctx, nil, s, o, batch, have, trusted, version, cur, gen)
+		return d, st, err
+	}
+	// The calls batched with this one must not fail because its caller
+	// leaves: the flight runs, in a goroutine of its own, under a context
+	// that ends only once every caller in it has left, and this caller
+	// stops waiting for it as soon as ctx ends. Its cost may then have
+	// been counted, as for a batched caller that leaves.
+	fctx, cancel := flightContext(ctx, batch)
+	type result struct {
+		d    Decision
+		st   stats
+		err  error
+		mine bool // o was decided; if not, this caller had left first
+	}
+	out := make(chan result, 1)
+	go func() {
+		defer cancel()
+		d, st, err, mine := l.fly(fctx, ctx, s, o, batch, have, trusted, version, cur, gen)
+		out <- result{d, st, err, mine}
+	}()
+	var r result
+	select {
+	case r = <-out:
+	case <-ctx.Done():
+		select {
+		case r = <-out: // both: the outcome is there
+		default:
+			return Decision{}, stats{}, ctx.Err()
+		}
+	}
+	if !r.mine && r.err == nil {
+		return Decision{}, r.st, ctx.Err() // left before it was decided: done
+	}
+	return r.d, r.st, r.err
+}
 
-	// A flight cut off by this caller's context must not fail the others
-	// with it. If no write of theirs was sent, they go to the next leader;
-	// if one was, its outcome is unknown, and they are told so.
+// flightContext returns the context a flight for the caller of ctx and
+// the callers in batch runs under: ctx's values, the latest of their
+// deadlines (none if one has none), and ended once every one of them has
+// left (never, if one's context cannot end). Its cancel func must be
+// called when the flight is over.
+func flightContext(ctx context.Context, batch []*waiter) (context.Context, context.CancelFunc) {
+	latest, all := ctx.Deadline()
+	forever := false
+	for _, w := range batch {
+		if w.ctx.Done() == nil {
+			forever = true
+		}
+		if dl, ok := w.ctx.Deadline(); !ok {
+			all = false
+		} else if dl.After(latest) {
+			latest = dl
+		}
+	}
+	fctx := context.WithoutCancel(ctx)
+	stopDeadline := func() {}
+	if all {
+		var c context.CancelFunc
+		fctx, c = context.WithDeadline(fctx, latest)
+		stopDeadline = c
+	}
+	fctx, cancel := context.WithCancel(fctx)
+	if forever {
+		return fctx, func() { cancel(); stopDeadline() }
+	}
+	// Every caller's leaving counts down; the count starts at one more,
+	// taken off once all are registered, so that a context already done
+	// cannot end the flight before the others are counted.
+	var live atomic.Int64
+	live.Store(int64(len(batch)) + 2)
+	leave := func() {
+		if live.Add(-1) == 0 {
+			cancel()
+		}
+	}
+	stops := make([]func() bool, 0, len(batch)+1)
+	stops = append(stops, context.AfterFunc(ctx, leave))
+	for _, w := range batch {
+		stops = append(stops, context.AfterFunc(w.ctx, leave))
+	}
+	leave()
+	return fctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+		stopDeadline()
+	}
+}
+
+// fly runs one flight for o and the batch under ctx, then hands the calls
+// that queued meanwhile to the first of them (see lead). own is the
+// context of o's caller when it is not ctx (see flight).
+func (l *Limiter) fly(ctx, own context.Context, s *slot, o op, batch []*waiter, have, trusted bool, version uint64, cur state, gen uint64) (Decision, stats, error, bool) {
+	d, st, err, sent, mine := l.flight(ctx, own, s, o, batch, have, trusted, version, cur, gen)
+
+	// A flight cut off by its context (every caller in it left, or the
+	// latest deadline passed) must not fail a call still waiting. If no
+	// write of theirs was sent, they go to the next leader; if one was,
+	// its outcome is unknown, and they are told so.
 	var retry []*waiter
 	if err != nil && len(batch) > 0 && (ctx.Err() != nil || isContextErr(err)) {
 		if !sent {
 			retry = batch
 		} else {
-			unknown := fmt.Errorf("limiter: key %q: outcome unknown: the store call deciding this call with others was cut off by another caller's context (%v): %w", s.key, err, storage.ErrUnavailable)
+			unknown := fmt.Errorf("limiter: key %q: outcome unknown: the store call deciding this call with others was cut off (%v): %w", s.key, err, storage.ErrUnavailable)
 			for _, w := range batch {
 				w.d, w.err = Decision{}, unknown
 			}
@@ -190,7 +290,7 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	if leader != nil {
 		close(leader.done)
 	}
-	return d, st, err
+	return d, st, err, mine
 }
 
 // flight decides o and its batch against the store: one compare-and-swap
@@ -200,11 +300,16 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 // the record first. It sets each batched waiter's d, st and err. On error,
 // sent reports whether the failing step was a compare-and-swap, which may
 // have landed.
-func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, have, trusted bool, version uint64, cur state, gen uint64) (d Decision, st stats, err error, sent bool) {
+//
+// Callers that have left are not counted in the attempts that follow:
+// batched waiters, and, when own is not nil (o's caller, whose flight runs
+// under another context for the others), o itself. mine reports whether o
+// was decided in the last attempt.
+func (l *Limiter) flight(ctx, own context.Context, s *slot, o op, batch []*waiter, have, trusted bool, version uint64, cur state, gen uint64) (d Decision, st stats, err error, sent, mine bool) {
 	for _, w := range batch {
 		w.d, w.st, w.err = Decision{}, stats{}, nil // a batch handed over may carry an old failure
 	}
-	fail := func(err error, sent bool) (Decision, stats, error, bool) {
+	fail := func(err error, sent bool) (Decision, stats, error, bool, bool) {
 		if sent {
 			s.mu.Lock()
 			if s.gen == gen {
@@ -215,7 +320,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 		for _, w := range batch {
 			w.st, w.err = st, err
 		}
-		return Decision{}, st, err, sent
+		return Decision{}, st, err, sent, mine
 	}
 	read := false // cur was read from the store in this flight
 	if l.timed != nil && !l.offsetKnown.Load() {
@@ -239,8 +344,22 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 	for attempt := 1; ; attempt++ {
 		now := l.now()
 		next := cur
-		d, wrote := l.apply(&next, now, o)
+		d = Decision{}
+		wrote := false
+		if mine = own == nil || own.Err() == nil; mine {
+			d, wrote = l.apply(&next, now, o)
+		}
+		if len(batch) > 0 {
+			s.mu.Lock()
+			for _, w := range batch {
+				w.left = w.state == abandoned
+			}
+			s.mu.Unlock()
+		}
 		for _, w := range batch {
+			if w.left {
+				continue
+			}
 			var ww bool
 			w.d, ww = l.apply(&next, now, w.op)
 			wrote = wrote || ww
@@ -277,7 +396,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			for _, w := range batch {
 				w.st = st
 			}
-			return d, st, nil, false
+			return d, st, nil, false, mine
 		}
 		s.buf = encodeStateV1(s.buf[:0], l.fp, l.rules, &next) // see formatV2
 		st.calls++
@@ -299,7 +418,7 @@ func (l *Limiter) flight(ctx context.Context, s *slot, o op, batch []*waiter, ha
 			for _, w := range batch {
 				w.st = st
 			}
-			return d, st, nil, false
+			return d, st, nil, false, mine
 		}
 		st.retries++
 		if attempt == maxAttempts {

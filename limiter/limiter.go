@@ -216,9 +216,7 @@ func (l *Limiter) Refund(ctx context.Context, key string, n int64) error {
 // Wait blocks until a call of cost 1 on key is allowed (and takes the
 // token) or ctx ends. If ctx has a deadline that the wait cannot meet, Wait
 // fails at once with an error wrapping context.DeadlineExceeded instead of
-// sleeping in vain. It returns the first error of the calls it makes,
-// which, like AllowN's, may be a store error while ctx is still live (see
-// the package's Caveats).
+// sleeping in vain. It returns the first error of the calls it makes.
 func (l *Limiter) Wait(ctx context.Context, key string) error {
 	for {
 		d, err := l.AllowN(ctx, key, 1)
