@@ -12,12 +12,14 @@
 //
 // # Round trips
 //
-// Get is one GET command. CompareAndSwap is one Lua script (EVALSHA; the
-// first call on a server that has not seen the script gets NOSCRIPT and
-// sends it with EVAL once) that compares, writes the new record and sets
-// its time to live (SET ... PX) in one step, and returns the current
-// record on conflict, so that the limiter's retry needs no GET. Delete is
-// one script too (see Versions). Every call touches exactly one key.
+// Get is one GET command (one script call instead, through a
+// ClusterClient that reads from replicas: see Replicas). CompareAndSwap
+// is one Lua script (EVALSHA; the first call on a server that has not
+// seen the script gets NOSCRIPT and sends it with EVAL once) that
+// compares, writes the new record and sets its time to live (SET ... PX)
+// in one step, and returns the current record on conflict, so that the
+// limiter's retry needs no GET. Delete is one script too (see Versions).
+// Every call touches exactly one key.
 //
 // The compare-and-swap script can also read the server's TIME and return
 // it, and GetTimed reads a key and TIME in one script: the Store is a
@@ -53,13 +55,14 @@
 //
 // # Versions
 //
-// A write over a live record of version v stores v+1; any other write
-// stores max(v+1, t*4096), where v is the version of the key's tombstone
-// (0 if it has none) and t the server's TIME in microseconds. Versions
-// therefore grow with every write, and a record created after an expiry
-// starts above every version the key had, because the server clock has
-// moved on since that record's last write, and a key cannot be written
-// 4096 times a microsecond to run ahead of it. Delete
+// Every write stores max(v+1, t*4096), where v is the version of the
+// key's live record or tombstone (0 if it has neither) and t the server's
+// TIME in microseconds. Versions therefore grow with every write, and a
+// record created after an expiry, or written on a replica promoted by a
+// failover before it had received the key's latest writes (replication is
+// asynchronous), starts above every version the key had, because the
+// server clock has moved on since that record's last write, and a key
+// cannot be written 4096 times a microsecond to run ahead of it. Delete
 // does not remove the key at once: it replaces the record by a tombstone
 // that keeps its version for one second, so that a write in the same
 // microsecond as the Delete still gets a greater version. A tombstone
@@ -80,15 +83,38 @@
 // allowed to hold braces (New rejects it), because a prefix such as
 // "{rl}:" would put every key of the store in one slot.
 //
+// # Replicas
+//
+// Every call goes to the master of its key. A ClusterClient made with
+// ReadOnly, RouteByLatency or RouteRandomly sends read-only commands such
+// as GET to replicas, which Redis updates asynchronously and which could
+// return a record older than the one just written (a limiter that read
+// it would, for instance, deny from the state before a Reset): through
+// such a client, Get runs the script GetTimed runs, which the client
+// sends to the master. A client made to talk to replicas only
+// (FailoverOptions.ReplicaOnly) cannot write: its compare-and-swaps are
+// refused (READONLY).
+//
 // # Sharing, restarts and expiry
 //
 // Limits are shared by every Store on the same server or cluster with the
 // same prefix, in any process. Records survive a restart of the server as
 // its persistence (RDB, AOF) is configured, and are lost with a failover
 // to a replica that had not received them, which gives those keys a fresh
-// (full) bucket. Each record carries the time to live the limiter asks for
-// (PX, rounded up to the millisecond); Redis removes it when it runs out,
-// so the keyspace never grows without bound.
+// (full) bucket or the older state the replica had. Each record carries
+// the time to live the limiter asks for (PX, rounded up to the
+// millisecond); Redis removes it when it runs out, so the keyspace never
+// grows without bound.
+//
+// Limits are exact only while every record stays where it was written.
+// A server with maxmemory and an evicting policy (allkeys-*, or
+// volatile-*: every sluice record has a time to live) may remove a record
+// early, which reads as absent: a full bucket, so that key admits up to
+// a bucket more. Use noeviction (a full server then refuses writes with
+// OOM, an error wrapping storage.ErrUnavailable) or give Redis the memory
+// it needs. Likewise a Ring that drops a shard it finds down sends that
+// shard's keys to another shard, where they start full, and back to the
+// first shard's older records when it returns.
 //
 // # Errors
 //
@@ -136,9 +162,9 @@
 // Versions come from the clock of the server (of the master of the key's
 // slot). If that clock steps back by more than the time since a key's last
 // write, or a failover moves the key to a master whose clock is behind, a
-// key recreated after Delete or expiry may get a version it has had
-// before, and a limiter that still holds the old record in its cache could
-// then swap over a record it has not read. Keep server clocks synchronised
+// key may get a version it has had before, and a limiter that still holds
+// the old record in its cache could then swap over a record it has not
+// read. Keep server clocks synchronised
 // (NTP slews rather than steps small errors).
 //
 // Keys reach Redis in plain text: hash them first if they identify people.

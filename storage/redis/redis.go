@@ -34,6 +34,11 @@ type Store struct {
 	calls   *pipeline.Pipeliner[*call]
 	prefix  string
 	closed  atomic.Bool
+	// getOnMaster: the client sends read-only commands to replicas
+	// (ClusterOptions.ReadOnly, RouteByLatency, RouteRandomly), so Get
+	// reads through the GetTimed script, which the client sends to the
+	// master, instead of GET.
+	getOnMaster bool
 }
 
 var _ storage.TimedStore = (*Store)(nil)
@@ -76,7 +81,11 @@ func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
 	if err := checkPrefix(c.prefix); err != nil {
 		return nil, err
 	}
-	return &Store{client: client, scripts: onceScripter{client}, calls: newPipeliner(client), prefix: c.prefix}, nil
+	s := &Store{client: client, scripts: onceScripter{client}, calls: newPipeliner(client), prefix: c.prefix}
+	if cc, ok := client.(*goredis.ClusterClient); ok && cc.Options().ReadOnly {
+		s.getOnMaster = true
+	}
+	return s, nil
 }
 
 func checkPrefix(p string) error {
@@ -95,6 +104,10 @@ func checkPrefix(p string) error {
 // expired or deleted key returns a Record with Version 0. A value under the
 // key that sluice did not write is an error wrapping storage.ErrCorrupt.
 func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
+	if s.getOnMaster {
+		rec, _, err := s.GetTimed(ctx, key)
+		return rec, err
+	}
 	if err := s.check(ctx, "get", key); err != nil {
 		return storage.Record{}, err
 	}

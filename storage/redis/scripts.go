@@ -31,37 +31,28 @@ import goredis "github.com/redis/go-redis/v9"
 // holds something that is not a sluice record, which it leaves as it is.
 // clock is "" unless ARGV[4] is given.
 //
-// The new version is the stored version + 1 when the key holds a live
-// record, and otherwise max(tombstone's version + 1, server time in
-// microseconds * 4096): it grows on every write, and a record written
-// after a Delete or an expiry starts above every version the key had,
-// because the server clock has moved on by then (see doc.go). So the
-// script reads TIME only for a new record or when the caller asks for
-// the clock.
+// The new version is max(stored version + 1, server time in microseconds
+// * 4096), where the stored version is the live record's or the
+// tombstone's (0 if the key has neither): it grows on every write, and a
+// record written after a Delete, an expiry or a failover to a replica
+// that had not received the latest writes starts above every version the
+// key had, because the server clock has moved on by then (see doc.go).
 var casScript = goredis.NewScript(`
 local cur = redis.pcall('GET', KEYS[1])
-local t
+local t = redis.call('TIME')
 local clock = ''
 if ARGV[4] then
-	t = redis.call('TIME')
 	clock = t[1] .. ' ' .. t[2] .. ' '
 end
 if type(cur) == 'table' then
 	return '2' .. clock
 end
-local live = false
-local ver
 if cur then
 	local tag = string.byte(cur, 1)
 	local v = string.sub(cur, 2, 9)
 	if tag == 248 and #v == 8 and v ~= '\0\0\0\0\0\0\0\0' then
 		if v ~= ARGV[1] then
 			return '0' .. clock .. cur
-		end
-		live = true
-		local last = string.byte(v, 8)
-		if last < 255 then
-			ver = string.sub(v, 1, 7) .. string.char(last + 1)
 		end
 	elseif tag ~= 249 or #cur ~= 9 then
 		return '2' .. clock
@@ -71,35 +62,28 @@ if cur then
 elseif ARGV[1] ~= '' then
 	return '0' .. clock
 end
-if not ver then
-	local hi, lo = 0, 0
-	if cur then
-		local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(cur, 2, 9)
-		hi = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-		lo = ((b5 * 256 + b6) * 256 + b7) * 256 + b8 + 1
-		if lo == 4294967296 then
-			hi = hi + 1
-			lo = 0
-		end
+local hi, lo = 0, 0
+if cur then
+	local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(cur, 2, 9)
+	hi = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+	lo = ((b5 * 256 + b6) * 256 + b7) * 256 + b8 + 1
+	if lo == 4294967296 then
+		hi = hi + 1
+		lo = 0
 	end
-	if not live then
-		if not t then
-			t = redis.call('TIME')
-		end
-		local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-		local chi = math.floor(us / 1048576)
-		local clo = (us % 1048576) * 4096
-		if chi > hi or (chi == hi and clo > lo) then
-			hi = chi
-			lo = clo
-		end
-	end
-	ver = string.char(
-		math.floor(hi / 16777216) % 256, math.floor(hi / 65536) % 256,
-		math.floor(hi / 256) % 256, hi % 256,
-		math.floor(lo / 16777216) % 256, math.floor(lo / 65536) % 256,
-		math.floor(lo / 256) % 256, lo % 256)
 end
+local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local chi = math.floor(us / 1048576)
+local clo = (us % 1048576) * 4096
+if chi > hi or (chi == hi and clo > lo) then
+	hi = chi
+	lo = clo
+end
+local ver = string.char(
+	math.floor(hi / 16777216) % 256, math.floor(hi / 65536) % 256,
+	math.floor(hi / 256) % 256, hi % 256,
+	math.floor(lo / 16777216) % 256, math.floor(lo / 65536) % 256,
+	math.floor(lo / 256) % 256, lo % 256)
 redis.call('SET', KEYS[1], '\248' .. ver .. ARGV[2], 'PX', ARGV[3])
 return '1' .. clock .. ver
 `)
