@@ -112,7 +112,13 @@
 // storage.ErrUnavailable) instead of waiting for each other. Table names
 // are quoted, so "Limits" and "limits" are different tables. A
 // WithUnlogged table loses its rows in a crash; a logged one keeps them as
-// PostgreSQL keeps any committed row. Behind a connection pooler in
+// PostgreSQL keeps any committed row. Versions come from the table's
+// identity sequence, which New requires to be logged, with CACHE 1 and
+// NO CYCLE: TRUNCATE ... RESTART IDENTITY, ALTER SEQUENCE ... RESTART,
+// or dropping and creating the table again restart the versions, so that
+// a version a running process holds may come to name a different record;
+// empty the table with a plain TRUNCATE or DELETE, which keep the
+// sequence, or stop every process first. Behind a connection pooler in
 // transaction mode that does not track prepared statements (PgBouncer
 // before 1.21), configure the pool with pgx.QueryExecModeExec or
 // QueryExecModeSimpleProtocol instead of the default statement cache.
