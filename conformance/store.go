@@ -28,7 +28,7 @@ const (
 	refreshTTL = 400 * time.Millisecond
 	// liveTTL is the time to live of a record that a check reads back
 	// until shortly before it runs out (liveMargin before).
-	liveTTL    = time.Second
+	liveTTL    = 2 * time.Second
 	liveMargin = 250 * time.Millisecond
 	// longestTTL is the longest time to live the limiter asks for: the
 	// longest Period, plus a margin.
@@ -62,7 +62,8 @@ const (
 //     record (the value written, a greater version) on success and the
 //     exact current record, swapped false and a nil error on conflict;
 //   - gives every successful write a version greater than any the key had,
-//     also after Delete and after expiry;
+//     also after Delete, after expiry, a few seconds after expiry (when a
+//     sweeper may have reclaimed the record), and through another handle;
 //   - compares and swaps atomically: 32 goroutines that each add 1 to a
 //     counter 200 times, retrying from the record a conflict returns, end
 //     at exactly 6400 with every intermediate value written once;
@@ -70,14 +71,16 @@ const (
 //     150 ms ttl reads absent, and CompareAndSwap with expected 0 succeeds
 //     on it, within a few seconds), keeps records with a long ttl, and
 //     sets the ttl given to a swap;
-//   - keeps a record for its whole time to live: one written with a 1 s
-//     ttl reads present until 750 ms after the write began, and one
+//   - keeps a record for its whole time to live: one written with a 2 s
+//     ttl reads present until 1.75 s after the write began, and one
 //     written with the longest ttl the limiter asks for (ten years and a
 //     minute) reads present;
 //   - keeps keys distinct and byte-exact: spaces, colons, braces, Unicode,
-//     NUL, invalid UTF-8, case, and keys of 1 KiB and MaxKeyLen bytes;
+//     NUL, invalid UTF-8, case, and keys of 1 KiB and MaxKeyLen bytes
+//     (two of which differ only in their last byte);
 //   - stores values byte for byte, from empty (still present, Version > 0)
-//     to MaxValueLen bytes, and does not keep the caller's slice;
+//     to MaxValueLen bytes, does not keep the caller's slice, and never
+//     changes a Value it returned when the key is written again;
 //   - writes nothing when the context is already cancelled or past its
 //     deadline, and returns an error matching the context's error;
 //   - shows two handles over one backend each other's writes and conflicts
@@ -143,6 +146,8 @@ func storeChecks() []storeCheck {
 		{"KeysStayDistinct", checkKeysStayDistinct},
 		{"ValuesRoundTrip", checkValuesRoundTrip},
 		{"CallerMayReuseValue", checkCallerMayReuseValue},
+		{"ReturnedValuesStayPut", checkReturnedValuesStayPut},
+		{"VersionsGrowAfterReclaim", checkVersionsGrowAfterReclaim},
 		{"DoneContextWritesNothing", checkDoneContextWritesNothing},
 		{"TwoHandlesShareBackend", checkTwoHandlesShareBackend},
 		{"CloseThenErrClosed", checkCloseThenErrClosed},
@@ -433,6 +438,9 @@ func distinctKeys() []string {
 		"ключ", "键", "🚦 limit", "e\u0301", "\u00e9", "\ufffd",
 		"\xff\xfe", "\xfe\xff",
 		long + "x", long + "y", strings.Repeat("k", storage.MaxKeyLen),
+		// Two keys of MaxKeyLen bytes that differ only in the last byte:
+		// a driver that cuts keys anywhere short of MaxKeyLen merges them.
+		strings.Repeat("m", storage.MaxKeyLen-1) + "x", strings.Repeat("m", storage.MaxKeyLen-1) + "y",
 	}
 }
 
@@ -534,6 +542,69 @@ func checkCallerMayReuseValue(ctx context.Context, tb testing.TB, newStore NewSt
 	return nil
 }
 
+// checkReturnedValuesStayPut: a Value the store returned (from Get, from
+// a swap, from a conflict) is the caller's to keep: later writes of the
+// key, of the same length or shorter, do not change it.
+func checkReturnedValuesStayPut(ctx context.Context, tb testing.TB, newStore NewStore) error {
+	s := newStore(tb)
+	swapRec, err := write(ctx, s, "k", 0, []byte("first-value"), longTTL)
+	if err != nil {
+		return err
+	}
+	got, err := s.Get(ctx, "k")
+	if err != nil {
+		return fmt.Errorf("Get(%q): %w", "k", err)
+	}
+	conflictRec, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("conflicting"), longTTL)
+	if err != nil || swapped {
+		return fmt.Errorf("%s = swapped %t, err %v; want a conflict", casCall("k", 0, []byte("conflicting")), swapped, err)
+	}
+	version := swapRec.Version
+	for _, v := range []string{"other-value", "short", ""} {
+		rec, err := write(ctx, s, "k", version, []byte(v), longTTL)
+		if err != nil {
+			return err
+		}
+		version = rec.Version
+		for _, r := range []struct {
+			what string
+			val  []byte
+		}{{"a swap", swapRec.Value}, {"Get", got.Value}, {"a conflict", conflictRec.Value}} {
+			if string(r.val) != "first-value" {
+				return fmt.Errorf("the Value %s returned changed from %q to %q once the key was written again with %q: a returned Value must not share the store's memory",
+					r.what, "first-value", r.val, v)
+			}
+		}
+	}
+	return nil
+}
+
+// reclaimWait is how long checkVersionsGrowAfterReclaim waits after a
+// record reads absent, so that a driver's sweeper (every second for the
+// memory driver) has reclaimed it.
+const reclaimWait = 2500 * time.Millisecond
+
+// checkVersionsGrowAfterReclaim: a key recreated after its expired record
+// was not only hidden but reclaimed (a driver that keeps versions per
+// key may lose them then) gets a version above the one it had.
+func checkVersionsGrowAfterReclaim(ctx context.Context, tb testing.TB, newStore NewStore) error {
+	s := newStore(tb)
+	old, err := write(ctx, s, "k", 0, []byte("v1"), shortTTL)
+	if err != nil {
+		return err
+	}
+	if err := waitAbsent(ctx, s, "k", shortTTL); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(reclaimWait):
+	}
+	_, err = recreate(ctx, s, "k", old, fmt.Sprintf("expiry and %v more", reclaimWait))
+	return err
+}
+
 // checkDoneContextWritesNothing: with a context already cancelled or past
 // its deadline, CompareAndSwap and Delete return an error matching the
 // context's error and change nothing; Get returns that error or the
@@ -620,6 +691,18 @@ func checkTwoHandlesShareBackend(ctx context.Context, tb testing.TB, newStore Ne
 	}
 	if err := wantAbsent(ctx, a, "shared"); err != nil {
 		return fmt.Errorf("first handle, after a Delete through the second: %w", err)
+	}
+	// Versions grow store-wide, not per handle: a key recreated through
+	// either handle gets a version above any it had through the other.
+	again, err := recreate(ctx, a, "shared", rb, "a Delete through the second handle")
+	if err != nil {
+		return fmt.Errorf("first handle: %w", err)
+	}
+	if err := a.Delete(ctx, "shared"); err != nil {
+		return fmt.Errorf("first handle: Delete(%q): %w", "shared", err)
+	}
+	if _, err := recreate(ctx, b, "shared", again, "a Delete through the first handle"); err != nil {
+		return fmt.Errorf("second handle: %w", err)
 	}
 	return increments(ctx, []storage.Store{a, b}, "shared-counter", 8, 50)
 }

@@ -105,6 +105,8 @@ func brokenStores() []brokenStore {
 		{"empty value reads absent", faults{emptyValueAbsent: true}, []string{"ValuesRoundTrip"}},
 		{"value slice is retained", faults{retainValue: true}, []string{"CallerMayReuseValue"}},
 		{"swap returns the caller's slice", faults{returnValue: true}, []string{"CallerMayReuseValue"}},
+		{"returned values share the store's buffer", faults{shareValues: true}, []string{"ReturnedValuesStayPut"}},
+		{"versions restart once a key's record is reclaimed", faults{forgetVersionsAfter: time.Second}, []string{"VersionsGrowAfterReclaim"}},
 		{"done context still writes", faults{ignoreContext: true}, []string{"DoneContextWritesNothing"}},
 		{"handles do not share a backend", faults{separateHandles: true}, []string{"TwoHandlesShareBackend"}},
 		{"Close does nothing", faults{closeNoop: true}, []string{"CloseThenErrClosed"}},
@@ -131,31 +133,33 @@ func TestDistinctKeys(t *testing.T) {
 // faults are the ways a reference store can break the contract; the zero
 // value is a correct store.
 type faults struct {
-	absentGetErrors    bool                // Get of an absent key returns an error
-	absentDeleteErrors bool                // Delete of an absent key returns an error
-	ignoreExpected     bool                // CompareAndSwap always swaps
-	emptyConflict      bool                // a conflict returns Record{}
-	oldRecordOnSwap    bool                // a swap returns the record it replaced
-	keepVersionOnSwap  bool                // a swap over a record keeps its version
-	perKeyVersions     bool                // versions count per key, from 1 after Delete or expiry
-	notAtomic          bool                // compare and write are two steps with a pause between
-	ignoreExpiry       bool                // records never expire
-	casIgnoresExpiry   bool                // Get honours expiry, CompareAndSwap does not
-	keepTTLOnSwap      bool                // a swap keeps the expiry of the record it replaces
-	deleteNoop         bool                // Delete does nothing
-	mapKey             func(string) string // keys are stored under mapKey(key)
-	truncateGet        int                 // Get returns at most this many bytes of a value
-	shrinkKeepsTail    bool                // a shorter value is copied over a longer one in place
-	emptyValueAbsent   bool                // Get reads an empty value as absent
-	retainValue        bool                // the store keeps the caller's slice
-	returnValue        bool                // a swap returns the caller's slice as its record's Value
-	ignoreContext      bool                // a done context is not checked
-	separateHandles    bool                // the factory's second call returns a new backend
-	ttlDivisor         time.Duration       // records live ttl/ttlDivisor
-	ttlCap             time.Duration       // records live at most ttlCap
-	ttlWrapsAbove      time.Duration       // a ttl longer than this expires at once
-	closeNoop          bool                // Close does nothing
-	closePanics        bool                // a second Close panics
+	absentGetErrors     bool                // Get of an absent key returns an error
+	absentDeleteErrors  bool                // Delete of an absent key returns an error
+	ignoreExpected      bool                // CompareAndSwap always swaps
+	emptyConflict       bool                // a conflict returns Record{}
+	oldRecordOnSwap     bool                // a swap returns the record it replaced
+	keepVersionOnSwap   bool                // a swap over a record keeps its version
+	perKeyVersions      bool                // versions count per key, from 1 after Delete or expiry
+	notAtomic           bool                // compare and write are two steps with a pause between
+	ignoreExpiry        bool                // records never expire
+	casIgnoresExpiry    bool                // Get honours expiry, CompareAndSwap does not
+	keepTTLOnSwap       bool                // a swap keeps the expiry of the record it replaces
+	deleteNoop          bool                // Delete does nothing
+	mapKey              func(string) string // keys are stored under mapKey(key)
+	truncateGet         int                 // Get returns at most this many bytes of a value
+	shrinkKeepsTail     bool                // a shorter value is copied over a longer one in place
+	emptyValueAbsent    bool                // Get reads an empty value as absent
+	retainValue         bool                // the store keeps the caller's slice
+	returnValue         bool                // a swap returns the caller's slice as its record's Value
+	ignoreContext       bool                // a done context is not checked
+	separateHandles     bool                // the factory's second call returns a new backend
+	ttlDivisor          time.Duration       // records live ttl/ttlDivisor
+	ttlCap              time.Duration       // records live at most ttlCap
+	ttlWrapsAbove       time.Duration       // a ttl longer than this expires at once
+	closeNoop           bool                // Close does nothing
+	closePanics         bool                // a second Close panics
+	shareValues         bool                // returned Values are the stored slice, overwritten in place
+	forgetVersionsAfter time.Duration       // versions count per key, forgotten this long after the last write
 }
 
 // refFactory returns a NewStore for reference stores with faults f. As
@@ -198,6 +202,14 @@ type refBackend struct {
 	mu   sync.Mutex
 	recs map[string]refRecord
 	last uint64 // the last version handed out
+	// keyLast is, per key, the last version and when it was written
+	// (forgetVersionsAfter).
+	keyLast map[string]keyVersion
+}
+
+type keyVersion struct {
+	v  uint64
+	at time.Time
 }
 
 type refRecord struct {
@@ -258,6 +270,9 @@ func (s *refStore) Get(ctx context.Context, key string) (storage.Record, error) 
 		return storage.Record{}, nil
 	}
 	v := bytes.Clone(r.value)
+	if b.f.shareValues {
+		v = r.value
+	}
 	if n := b.f.truncateGet; n > 0 && len(v) > n {
 		v = v[:n]
 	}
@@ -302,6 +317,16 @@ func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint
 		next.version = cur.version + 1
 	case f.keepVersionOnSwap && ok:
 		next.version = cur.version
+	case f.forgetVersionsAfter > 0:
+		if b.keyLast == nil {
+			b.keyLast = make(map[string]keyVersion)
+		}
+		kv := b.keyLast[key]
+		if time.Since(kv.at) > f.forgetVersionsAfter {
+			kv.v = 0
+		}
+		next.version = kv.v + 1
+		b.keyLast[key] = keyVersion{next.version, time.Now()}
 	default:
 		b.last++
 		next.version = b.last
@@ -312,6 +337,9 @@ func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint
 	if f.shrinkKeepsTail && len(cur.value) > len(value) {
 		next.value = bytes.Clone(cur.value)
 		copy(next.value, value)
+	}
+	if f.shareValues && ok && cap(cur.value) >= len(value) {
+		next.value = append(cur.value[:0], value...)
 	}
 	if f.keepTTLOnSwap && ok {
 		next.expires = cur.expires
