@@ -159,16 +159,21 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	// been counted, as for a batched caller that leaves.
 	fctx, cancel := flightContext(ctx, batch)
 	type result struct {
-		d    Decision
-		st   stats
-		err  error
-		mine bool // o was decided; if not, this caller had left first
+		d        Decision
+		st       stats
+		err      error
+		mine     bool // o was decided; if not, this caller had left first
+		panicked any  // the flight's panic (a store's), raised again here
 	}
 	out := make(chan result, 1)
 	go func() {
 		defer cancel()
-		d, st, err, mine := l.fly(fctx, ctx, s, o, batch, have, trusted, version, cur, gen)
-		out <- result{d, st, err, mine}
+		var r result
+		func() {
+			defer func() { r.panicked = recover() }()
+			r.d, r.st, r.err, r.mine = l.fly(fctx, ctx, s, o, batch, have, trusted, version, cur, gen)
+		}()
+		out <- r
 	}()
 	var r result
 	select {
@@ -179,6 +184,9 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 		default:
 			return Decision{}, stats{}, ctx.Err()
 		}
+	}
+	if r.panicked != nil {
+		panic(r.panicked) // where the caller can recover it, as when it ran the flight itself
 	}
 	if !r.mine && r.err == nil {
 		return Decision{}, r.st, ctx.Err() // left before it was decided: done

@@ -352,3 +352,53 @@ func TestPeekDoesNotUndoResetAcrossEviction(t *testing.T) {
 		t.Errorf("after Reset: allowed=%v err=%v retry=%v (want allowed)", d.Allowed, err, d.RetryAfter)
 	}
 }
+
+// A store that panics in a flight that runs in a goroutine of its own (a
+// leader whose context can end, carrying a batch) panics in the leader's
+// caller, who can recover it, as when the leader runs the flight itself:
+// not in a goroutine that would crash the program.
+func TestFlightPanicReachesLeader(t *testing.T) {
+	clk := fakeclock.New(time.Unix(1e9, 0))
+	mem := memory.New()
+	defer mem.Close()
+	relA := make(chan struct{})
+	g := &gateStore{inner: mem}
+	g.onCAS = func(n int, ctx context.Context) (bool, error) {
+		switch n {
+		case 1: // A's flight
+			<-relA
+		case 2: // B's flight, with C batched
+			panic("boom")
+		}
+		return false, nil
+	}
+	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ctxB, cancelB := context.WithCancel(ctx)
+	defer cancelB()
+	ctxC, cancelC := context.WithCancel(ctx)
+	a, b, c := make(chan res, 1), make(chan any, 1), make(chan res, 1)
+	go func() { d, err := l.Allow(ctx, "k"); a <- res{d, err} }()
+	for func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
+		time.Sleep(time.Millisecond)
+	}
+	go func() {
+		defer func() { b <- recover() }()
+		_, _ = l.Allow(ctxB, "k")
+	}()
+	waitPending(t, l, "k", 1)
+	go func() { d, err := l.Allow(ctxC, "k"); c <- res{d, err} }()
+	waitPending(t, l, "k", 2)
+	close(relA)
+	if got := <-b; got != "boom" {
+		t.Errorf("B's caller recovered %v, want the store's panic (boom)", got)
+	}
+	<-a
+	cancelC() // C's flight panicked: it stops waiting when its context ends
+	if r := <-c; !errors.Is(r.err, context.Canceled) {
+		t.Errorf("C: %+v, %v; want context.Canceled", r.d, r.err)
+	}
+}

@@ -197,19 +197,23 @@ func WaitOrLeave(ctx context.Context, f func()) error {
 		return nil
 	}
 	done := make(chan struct{})
+	var panicked any // f's panic, raised again in the caller if it waits
 	go func() {
 		defer close(done)
+		defer func() { panicked = recover() }()
 		f()
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
+		select {
+		case <-done: // both ended: the outcome is there
+		default:
+			return ctx.Err()
+		}
 	}
-	select {
-	case <-done: // both ended: the outcome is there
-		return nil
-	default:
-		return ctx.Err()
+	if panicked != nil {
+		panic(panicked)
 	}
+	return nil
 }

@@ -195,6 +195,29 @@ func TestWaitOrLeaveBackground(t *testing.T) {
 	}
 }
 
+// A panic in the function sending a call reaches the caller of Do, who
+// may recover it (as net/http does per request), also when the call runs
+// in a goroutine of its own (LeaveOnCancel, a context that can end); and
+// the round trip's place is freed.
+func TestPanicReachesCaller(t *testing.T) {
+	p := New(1, 1, func(context.Context, int) { panic("boom") }, func(context.Context, []int) {}).LeaveOnCancel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := func() (r any) {
+		defer func() { r = recover() }()
+		_ = p.Do(ctx, 1)
+		return nil
+	}()
+	if got != "boom" {
+		t.Fatalf("the caller of Do recovered %v, want the panic of the call (boom)", got)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inFlight != 0 {
+		t.Errorf("%d round trips in flight after the panic, want 0", p.inFlight)
+	}
+}
+
 // BenchmarkWaitOrLeave is the cost of leaving on cancellation for a call
 // that returns at once: a goroutine and a channel per call.
 func BenchmarkWaitOrLeave(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -171,12 +172,29 @@ var errBboltPanic = errors.New("bbolt panicked reading the file")
 
 // safeOpen is bbolt.Open, with a panic turned into an error.
 func safeOpen(path string, opts *bbolt.Options) (db *bbolt.DB, err error) {
+	// bbolt has opened and locked the file when it panics, and returns no
+	// handle to close: keep the file, and close it (releasing the lock).
+	var file *os.File
+	o := *opts
+	openFile := o.OpenFile
+	if openFile == nil {
+		openFile = os.OpenFile
+	}
+	o.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := openFile(name, flag, perm)
+		file = f
+		return f, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
+			if file != nil {
+				unlockFile(file) // its mapping may outlive the close
+				_ = file.Close()
+			}
 			db, err = nil, fmt.Errorf("%w: %v", errBboltPanic, r)
 		}
 	}()
-	return bbolt.Open(path, fileMode, opts)
+	return bbolt.Open(path, fileMode, &o)
 }
 
 // openError explains why bbolt.Open failed.

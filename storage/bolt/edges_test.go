@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -356,6 +357,7 @@ func TestOpenDamagedPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	good := slices.Clone(data)
 	for i := 2 * os.Getpagesize(); i < len(data); i++ { // every page but the two meta pages
 		data[i] ^= 0x5a
 	}
@@ -376,4 +378,16 @@ func TestOpenDamagedPages(t *testing.T) {
 			t.Fatalf("Open of a damaged file = %v; want an error wrapping storage.ErrCorrupt", err)
 		}
 	}()
+	// The failed Open released the file: repaired, it opens again at once.
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, WithOpenTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatalf("Open of the repaired file after a failed Open: %v; want it open (the failed Open must release its lock)", err)
+	}
+	if rec, err := s.Get(ctx, "key-1"); err != nil || rec.Version == 0 {
+		t.Errorf("Get(key-1) in the repaired file = %+v, %v", rec, err)
+	}
+	s.Close()
 }
