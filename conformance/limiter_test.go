@@ -39,7 +39,7 @@ func TestLimiterChecksCatchBrokenStores(t *testing.T) {
 				t.Fatalf("no limiter check %s", name)
 			}
 			t.Run(b.name+"/"+name, func(t *testing.T) {
-				if err := c.check(t, refFactory(b.faults)); err == nil {
+				if err := c.check(t.Context(), t, refFactory(b.faults)); err == nil {
 					t.Errorf("a store whose %s passes %s", b.name, name)
 				} else {
 					t.Logf("fails as it should: %v", err)
@@ -140,7 +140,7 @@ func TestStoreClockCheck(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ref := refFactory(faults{})
 			newStore := func(tb testing.TB) storage.Store { return timedRef{Store: ref(tb), now: c.now} }
-			err := checkStoreClock(t, newStore)
+			err := checkStoreClock(t.Context(), t, newStore)
 			switch {
 			case c.ok && err != nil:
 				t.Fatalf("failed on a store with %s: %v", c.name, err)
