@@ -97,7 +97,11 @@
 // that flush bounds how fast one key can change. A pool used only for
 // limits may set synchronous_commit=off (in the URL, or in pgx's
 // RuntimeParams): a crash of the server may then lose the last fraction of
-// a second of decisions, but never corrupts the table. An UNLOGGED table
+// a second of decisions, but never corrupts the table. It may also lose
+// the version sequence's last advance, so that a version already returned
+// to a process is handed out again after the restart: a process that
+// cached it could then swap over a record it has not read. Restart the
+// processes that use the store after such a crash. An UNLOGGED table
 // needs no flush at all. The limiter decides many concurrent calls on one
 // key with one statement, so a hot key costs fewer statements than
 // decisions; and calls on many keys that find the pool busy share one
