@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-go/sluice/internal/pipeline"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -158,40 +159,20 @@ func (l *Limiter) lead(ctx context.Context, s *slot, o op, batch []*waiter) (Dec
 	// stops waiting for it as soon as ctx ends. Its cost may then have
 	// been counted, as for a batched caller that leaves.
 	fctx, cancel := flightContext(ctx, batch)
-	type result struct {
-		d        Decision
-		st       stats
-		err      error
-		mine     bool // o was decided; if not, this caller had left first
-		panicked any  // the flight's panic (a store's), raised again here
-	}
-	out := make(chan result, 1)
-	go func() {
+	var d Decision
+	var st stats
+	var err error
+	var mine bool // o was decided; if not, this caller had left first
+	if left := pipeline.WaitOrLeave(ctx, func() {
 		defer cancel()
-		var r result
-		func() {
-			defer func() { r.panicked = recover() }()
-			r.d, r.st, r.err, r.mine = l.fly(fctx, ctx, s, o, batch, have, trusted, version, cur, gen)
-		}()
-		out <- r
-	}()
-	var r result
-	select {
-	case r = <-out:
-	case <-ctx.Done():
-		select {
-		case r = <-out: // both: the outcome is there
-		default:
-			return Decision{}, stats{}, ctx.Err()
-		}
+		d, st, err, mine = l.fly(fctx, ctx, s, o, batch, have, trusted, version, cur, gen)
+	}); left != nil {
+		return Decision{}, stats{}, left
 	}
-	if r.panicked != nil {
-		panic(r.panicked) // where the caller can recover it, as when it ran the flight itself
+	if !mine && err == nil {
+		return Decision{}, st, ctx.Err() // left before it was decided: done
 	}
-	if !r.mine && r.err == nil {
-		return Decision{}, r.st, ctx.Err() // left before it was decided: done
-	}
-	return r.d, r.st, r.err
+	return d, st, err
 }
 
 // flightContext returns the context a flight for the caller of ctx and

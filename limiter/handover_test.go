@@ -59,6 +59,13 @@ func (g *gateStore) CompareAndSwap(ctx context.Context, key string, exp uint64, 
 func (g *gateStore) Delete(ctx context.Context, key string) error { return g.inner.Delete(ctx, key) }
 func (g *gateStore) Close() error                                 { return nil }
 
+// waitCAS waits until a first compare-and-swap has reached the gate.
+func (g *gateStore) waitCAS() {
+	for func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func waitPending(t *testing.T, l *Limiter, key string, n int) {
 	for i := 0; Pending(l, key) != n; i++ {
 		if i > 5000 {
@@ -108,9 +115,7 @@ func TestLeaderLeavingDoesNotFailItsBatch(t *testing.T) {
 		go func() { d, err := l.Allow(c, "k"); out[i] <- res{d, err} }()
 	}
 	call(0, ctx)
-	for func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
-		time.Sleep(time.Millisecond)
-	}
+	g.waitCAS()
 	call(1, ctxB)
 	waitPending(t, l, "k", 1)
 	call(2, ctx)
@@ -174,9 +179,7 @@ func TestFlightEndsWhenEveryCallerLeft(t *testing.T) {
 	ctxC, cancelC := context.WithCancel(ctx)
 	a, b, c := make(chan res, 1), make(chan res, 1), make(chan res, 1)
 	go func() { d, err := l.Allow(ctx, "k"); a <- res{d, err} }()
-	for func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
-		time.Sleep(time.Millisecond)
-	}
+	g.waitCAS()
 	go func() { d, err := l.Allow(ctxB, "k"); b <- res{d, err} }()
 	waitPending(t, l, "k", 1)
 	go func() { d, err := l.Allow(ctxC, "k"); c <- res{d, err} }()
@@ -264,44 +267,7 @@ func TestHandoverAfterContextEndedBetweenCalls(t *testing.T) {
 
 // Peek's Get precedes a Reset; its cache update follows it.
 func TestPeekDoesNotUndoReset(t *testing.T) {
-	clk := fakeclock.New(time.Unix(1e9, 0))
-	mem := memory.New()
-	defer mem.Close()
-	hold := make(chan struct{})
-	got := make(chan struct{})
-	var armed atomic.Bool
-	var st storage.Store
-	hook := func(n int) {
-		if armed.Load() {
-			armed.Store(false)
-			close(got)
-			<-hold
-		}
-	}
-	// The memory store is hidden behind a plain Store: on it, the
-	// limiter would decide in the store under its lock, with no cache to
-	// undo.
-	st = &gateStore{inner: mem, onGet: hook}
-	l, err := New(st, []Bucket{{Capacity: 2, Period: time.Hour}}, WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	l.Allow(ctx, "k")
-	l.Allow(ctx, "k")
-	armed.Store(true)
-	done := make(chan struct{})
-	go func() { l.Peek(ctx, "k"); close(done) }()
-	<-got
-	if err := l.Reset(ctx, "k"); err != nil {
-		t.Fatal(err)
-	}
-	close(hold)
-	<-done
-	d, err := l.Allow(ctx, "k")
-	if err != nil || !d.Allowed {
-		t.Errorf("after Reset: allowed=%v err=%v retry=%v (want allowed)", d.Allowed, err, d.RetryAfter)
-	}
+	peekAcrossReset(t, nil)
 }
 
 // The same, with "k"'s cache slot evicted between Peek's two lookups and
@@ -309,27 +275,43 @@ func TestPeekDoesNotUndoReset(t *testing.T) {
 // new slot's gen is 0, like the old one's before the Reset, and Peek must
 // still not cache the record it read before the Reset.
 func TestPeekDoesNotUndoResetAcrossEviction(t *testing.T) {
+	peekAcrossReset(t, func(l *Limiter) {
+		other := ""
+		for i := 0; other == ""; i++ { // a key of the same cache shard, which holds one slot
+			if k := fmt.Sprint("other", i); l.cache.shard(k) == l.cache.shard("k") {
+				other = k
+			}
+		}
+		ctx := context.Background()
+		l.Allow(ctx, other) // evicts "k"'s slot
+		left, cancel := context.WithCancel(ctx)
+		cancel()
+		l.Allow(left, "k") // a new slot for "k", remembering nothing
+	}, WithCacheSize(1))
+}
+
+// peekAcrossReset exhausts "k", then resets it while a Peek has read the
+// exhausted record and not yet cached it; between runs after the Reset,
+// before Peek goes on. The next Allow must be allowed.
+func peekAcrossReset(t *testing.T, between func(*Limiter), opts ...Option) {
 	clk := fakeclock.New(time.Unix(1e9, 0))
 	mem := memory.New()
 	defer mem.Close()
 	hold := make(chan struct{})
 	got := make(chan struct{})
 	var armed atomic.Bool
+	// The memory store is hidden behind a plain Store: on it, the
+	// limiter would decide in the store under its lock, with no cache to
+	// undo.
 	st := &gateStore{inner: mem, onGet: func(int) {
 		if armed.CompareAndSwap(true, false) {
 			close(got)
 			<-hold
 		}
 	}}
-	l, err := New(st, []Bucket{{Capacity: 2, Period: time.Hour}}, WithClock(clk), WithCacheSize(1))
+	l, err := New(st, []Bucket{{Capacity: 2, Period: time.Hour}}, append([]Option{WithClock(clk)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	other := ""
-	for i := 0; other == ""; i++ { // a key of the same cache shard, which holds one slot
-		if k := fmt.Sprint("other", i); l.cache.shard(k) == l.cache.shard("k") {
-			other = k
-		}
 	}
 	ctx := context.Background()
 	l.Allow(ctx, "k")
@@ -341,10 +323,9 @@ func TestPeekDoesNotUndoResetAcrossEviction(t *testing.T) {
 	if err := l.Reset(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	l.Allow(ctx, other) // evicts "k"'s slot
-	left, cancel := context.WithCancel(ctx)
-	cancel()
-	l.Allow(left, "k") // a new slot for "k", remembering nothing
+	if between != nil {
+		between(l)
+	}
 	close(hold)
 	<-done
 	d, err := l.Allow(ctx, "k")
@@ -382,9 +363,7 @@ func TestFlightPanicReachesLeader(t *testing.T) {
 	ctxC, cancelC := context.WithCancel(ctx)
 	a, b, c := make(chan res, 1), make(chan any, 1), make(chan res, 1)
 	go func() { d, err := l.Allow(ctx, "k"); a <- res{d, err} }()
-	for func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
-		time.Sleep(time.Millisecond)
-	}
+	g.waitCAS()
 	go func() {
 		defer func() { b <- recover() }()
 		_, _ = l.Allow(ctxB, "k")

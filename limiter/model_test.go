@@ -317,6 +317,23 @@ type modelSubject struct {
 	model  *model
 }
 
+// manualLimiter returns a limiter with the buckets bs and opts on clock,
+// over a fresh memory store, hidden behind remoteOnly when remote.
+func manualLimiter(t *testing.T, remote bool, clock *manualClock, bs []limiter.Bucket, opts ...limiter.Option) *limiter.Limiter {
+	t.Helper()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	var store storage.Store = mem
+	if remote {
+		store = remoteOnly{mem}
+	}
+	lim, err := limiter.New(store, bs, append([]limiter.Option{limiter.WithClock(clock.now)}, opts...)...)
+	if err != nil {
+		t.Fatalf("New(%v): %v", bs, err)
+	}
+	return lim
+}
+
 // modelSubjects returns limiters with the buckets bs, all on clock: over
 // an in-process store, over one that is not (with its cache and without),
 // each also in dry run.
@@ -325,13 +342,7 @@ func modelSubjects(t *testing.T, bs []limiter.Bucket, clock *manualClock) []mode
 	var subjects []modelSubject
 	for _, path := range []string{"in-process", "remote", "remote-nocache"} {
 		for _, dryRun := range []bool{false, true} {
-			mem := memory.New()
-			t.Cleanup(func() { mem.Close() })
-			var store storage.Store = mem
-			opts := []limiter.Option{limiter.WithClock(clock.now)}
-			if path != "in-process" {
-				store = remoteOnly{mem}
-			}
+			var opts []limiter.Option
 			if path == "remote-nocache" {
 				opts = append(opts, limiter.WithCacheSize(0))
 			}
@@ -340,10 +351,7 @@ func modelSubjects(t *testing.T, bs []limiter.Bucket, clock *manualClock) []mode
 				opts = append(opts, limiter.WithDryRun())
 				name += "+dryrun"
 			}
-			lim, err := limiter.New(store, bs, opts...)
-			if err != nil {
-				t.Fatalf("New(%v): %v", bs, err)
-			}
+			lim := manualLimiter(t, path != "in-process", clock, bs, opts...)
 			subjects = append(subjects, modelSubject{name, lim, dryRun, newModel(bs)})
 		}
 	}
@@ -436,18 +444,9 @@ func TestModelAsFastAsItCan(t *testing.T) {
 			b = limiter.Bucket{Capacity: limiter.MaxCapacity - r.Int64N(3), Period: limiter.MaxPeriod - time.Duration(r.Int64N(3))}
 		}
 		for _, remote := range []bool{false, true} {
-			mem := memory.New()
-			t.Cleanup(func() { mem.Close() })
-			var store storage.Store = mem
-			if remote {
-				store = remoteOnly{mem}
-			}
 			clock := &manualClock{ns: 1_000_000_000}
 			start := clock.ns
-			lim, err := limiter.New(store, []limiter.Bucket{b}, limiter.WithClock(clock.now))
-			if err != nil {
-				t.Fatal(err)
-			}
+			lim := manualLimiter(t, remote, clock, []limiter.Bucket{b})
 			var admitted int64
 			waited := false
 			for range 300 {
@@ -486,17 +485,8 @@ func TestModelExtremeClocks(t *testing.T) {
 	buckets := []limiter.Bucket{{Capacity: 1, Period: 1}, {Capacity: limiter.MaxCapacity, Period: limiter.MaxPeriod}, {Capacity: 3, Period: 7}}
 	for _, remote := range []bool{false, true} {
 		for _, b := range buckets {
-			mem := memory.New()
-			t.Cleanup(func() { mem.Close() })
-			var store storage.Store = mem
-			if remote {
-				store = remoteOnly{mem}
-			}
 			clock := &manualClock{}
-			lim, err := limiter.New(store, []limiter.Bucket{b}, limiter.WithClock(clock.now))
-			if err != nil {
-				t.Fatal(err)
-			}
+			lim := manualLimiter(t, remote, clock, []limiter.Bucket{b})
 			check := func(what string, d limiter.Decision, err error) {
 				t.Helper()
 				if err != nil || d.RetryAfter < 0 || d.ResetAfter < 0 || d.Remaining < 0 || d.Remaining > b.Capacity {
@@ -529,17 +519,8 @@ func TestModelExtremeClocks(t *testing.T) {
 func TestDenialAfterClockStepsBack(t *testing.T) {
 	ctx := context.Background()
 	for _, remote := range []bool{false, true} {
-		mem := memory.New()
-		t.Cleanup(func() { mem.Close() })
-		var store storage.Store = mem
-		if remote {
-			store = remoteOnly{mem}
-		}
 		clock := &manualClock{ns: t0.UnixNano()}
-		lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 10, Period: 10 * time.Second}}, limiter.WithClock(clock.now))
-		if err != nil {
-			t.Fatal(err)
-		}
+		lim := manualLimiter(t, remote, clock, []limiter.Bucket{{Capacity: 10, Period: 10 * time.Second}})
 		if d, err := lim.AllowN(ctx, "k", 10); err != nil || !d.Allowed {
 			t.Fatalf("remote %v: first call: %+v, %v", remote, d, err)
 		}
@@ -560,17 +541,8 @@ func TestDenialAfterClockStepsBack(t *testing.T) {
 func TestFullBucketResetsNowWhateverTheClock(t *testing.T) {
 	ctx := context.Background()
 	for _, remote := range []bool{false, true} {
-		mem := memory.New()
-		t.Cleanup(func() { mem.Close() })
-		var store storage.Store = mem
-		if remote {
-			store = remoteOnly{mem}
-		}
 		clock := &manualClock{ns: t0.UnixNano()}
-		lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 2, Period: time.Second}}, limiter.WithClock(clock.now))
-		if err != nil {
-			t.Fatal(err)
-		}
+		lim := manualLimiter(t, remote, clock, []limiter.Bucket{{Capacity: 2, Period: time.Second}})
 		if _, err := lim.Allow(ctx, "k"); err != nil {
 			t.Fatal(err)
 		}

@@ -81,11 +81,9 @@ func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
 	if err := checkPrefix(c.prefix); err != nil {
 		return nil, err
 	}
-	s := &Store{client: client, scripts: onceScripter{client}, calls: newPipeliner(client), prefix: c.prefix}
-	if cc, ok := client.(*goredis.ClusterClient); ok && cc.Options().ReadOnly {
-		s.getOnMaster = true
-	}
-	return s, nil
+	cc, ok := client.(*goredis.ClusterClient)
+	return &Store{client: client, scripts: onceScripter{client}, calls: newPipeliner(client), prefix: c.prefix,
+		getOnMaster: ok && cc.Options().ReadOnly}, nil
 }
 
 func checkPrefix(p string) error {
@@ -234,14 +232,11 @@ func (s *Store) run(ctx context.Context, op, key string, c *call) (string, error
 			script, scripter = casScript, s.scripts
 		}
 		args := c.cmd.Args()[4:]
-		var eval string
-		var evalErr error
-		if err := pipeline.WaitOrLeave(ctx, func() {
-			eval, evalErr = script.Eval(ctx, scripter, []string{c.key}, args...).Text()
-		}); err != nil {
-			return "", s.fail(ctx, op, key, err)
+		if left := pipeline.WaitOrLeave(ctx, func() {
+			reply, err = script.Eval(ctx, scripter, []string{c.key}, args...).Text()
+		}); left != nil {
+			return "", s.fail(ctx, op, key, left)
 		}
-		reply, err = eval, evalErr
 	}
 	if errors.Is(err, goredis.Nil) {
 		return "", err
