@@ -141,9 +141,8 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 func (l *Limiter) Buckets() []Bucket { return slices.Clone(l.rules) }
 
 // Allow is shorthand for AllowN(ctx, key, 1).
-func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
-	var d Decision
-	err := l.allowN(ctx, key, 1, &d)
+func (l *Limiter) Allow(ctx context.Context, key string) (d Decision, err error) {
+	err = l.allowN(ctx, key, 1, &d)
 	return d, err
 }
 
@@ -157,9 +156,8 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
 // storage.ErrUnavailable (after Close, with storage.ErrClosed); a stored
 // record that cannot be read wraps storage.ErrCorrupt instead. Context
 // errors are returned as they are.
-func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (Decision, error) {
-	var d Decision
-	err := l.allowN(ctx, key, cost, &d)
+func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (d Decision, err error) {
+	err = l.allowN(ctx, key, cost, &d)
 	return d, err
 }
 
