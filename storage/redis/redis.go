@@ -251,16 +251,21 @@ func (s *Store) run(ctx context.Context, op, key string, c *call) (string, error
 // tombstone holding the deleted version (see the package documentation).
 // Deleting an absent key is not an error; a value under the key that
 // sluice did not write is left as it is, and the error wraps
-// storage.ErrCorrupt.
+// storage.ErrCorrupt. Like CompareAndSwap, the call is never retried by
+// the client: when the connection fails after the script was sent, the
+// key may or may not have been deleted, and the error wraps
+// storage.ErrUnavailable.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.check(ctx, "delete", key); err != nil {
 		return err
 	}
-	// Deleting twice is deleting once, so the client may retry this one.
+	// Sent at most once, like a compare-and-swap: a Delete that landed and
+	// lost its reply, sent again after another client wrote the key, would
+	// delete that newer record and the tokens it holds.
 	var reply any
 	var err error
 	if left := pipeline.WaitOrLeave(ctx, func() {
-		reply, err = deleteScript.Run(ctx, s.client, []string{s.prefix + key}, millis(tombstoneTTL)).Result()
+		reply, err = deleteScript.Run(ctx, s.scripts, []string{s.prefix + key}, millis(tombstoneTTL)).Result()
 	}); left != nil {
 		return s.fail(ctx, "delete", key, left)
 	}
@@ -353,10 +358,12 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// onceScripter runs EVAL commands that the client does not retry after a
-// network failure: a compare-and-swap that may have landed must not run a
-// second time, or its own write would come back as a conflict. It sends
-// the compare-and-swap script after NOSCRIPT (see Store.run).
+// onceScripter runs EVAL and EVALSHA commands that the client does not
+// retry after a network failure: a compare-and-swap that may have landed
+// must not run a second time, or its own write would come back as a
+// conflict, nor a Delete, which could delete a record written since. It
+// sends the compare-and-swap script after NOSCRIPT (see Store.run), and
+// the delete script (see Store.Delete).
 type onceScripter struct {
 	goredis.UniversalClient
 }
@@ -371,6 +378,10 @@ func (noRetryCmd) NoRetry() bool { return true }
 
 func (c onceScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *goredis.Cmd {
 	return c.once(ctx, "eval", script, keys, args)
+}
+
+func (c onceScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *goredis.Cmd {
+	return c.once(ctx, "evalsha", sha1, keys, args)
 }
 
 func (c onceScripter) once(ctx context.Context, name, payload string, keys []string, args []any) *goredis.Cmd {

@@ -423,6 +423,31 @@ func TestLostReplyIsUnavailable(t *testing.T) {
 	}
 }
 
+// A Delete whose reply is lost is not sent again either: had another
+// client written the key in between, a second Delete would remove that
+// newer record, and with it the tokens a decision took after the first.
+// The store says it does not know (storage.ErrUnavailable).
+func TestLostDeleteReplyIsNotRetried(t *testing.T) {
+	ctx := t.Context()
+	s, direct, p, _ := proxiedStore(t)
+	if err := s.Delete(ctx, "other"); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	before := commandCalls(t, direct)["evalsha"]
+	p.mode.Store(cutReplies)
+	err := s.Delete(ctx, "k")
+	p.mode.Store(passReplies)
+	if !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("Delete = %v; want an error wrapping storage.ErrUnavailable", err)
+	}
+	if got := commandCalls(t, direct)["evalsha"] - before; got != 1 {
+		t.Errorf("the server ran EVALSHA %d times for one Delete, want 1", got)
+	}
+	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 0 {
+		t.Fatalf("Get after the Delete that landed = %+v, %v; want absent", rec, err)
+	}
+}
+
 // With the server stopped, every call fails within its deadline with an
 // error wrapping storage.ErrUnavailable; nothing hangs or leaks, and the
 // store works again once the server is back.
