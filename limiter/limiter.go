@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-go/sluice/internal/typednil"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -57,9 +58,9 @@ type Limiter struct {
 // New returns a Limiter that keeps its state in store and admits a call
 // only when every bucket can pay for it. Buckets may be given in any
 // order; the same bucket twice, none, or more than MaxBuckets is an error,
-// as is a nil store.
+// as is a nil store (or a nil pointer given as one).
 func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error) {
-	if store == nil {
+	if typednil.Is(store) {
 		return nil, ErrNilStore
 	}
 	if len(buckets) == 0 {

@@ -45,6 +45,7 @@ func TestNewRejects(t *testing.T) {
 		want    error
 	}{
 		{"nil store", nil, ok, nil, limiter.ErrNilStore},
+		{"nil *memory.Store", (*memory.Store)(nil), ok, nil, limiter.ErrNilStore},
 		{"no buckets", mem, nil, nil, limiter.ErrInvalidBucket},
 		{"zero capacity", mem, []limiter.Bucket{{Capacity: 0, Period: time.Second}}, nil, limiter.ErrInvalidBucket},
 		{"negative capacity", mem, []limiter.Bucket{{Capacity: -1, Period: time.Second}}, nil, limiter.ErrInvalidBucket},
@@ -61,6 +62,8 @@ func TestNewRejects(t *testing.T) {
 		{"nil clock", mem, ok, []limiter.Option{limiter.WithClock(nil)}, limiter.ErrInvalidOption},
 		{"nil clock func", mem, ok, []limiter.Option{limiter.WithClock((func() time.Time)(nil))}, limiter.ErrInvalidOption},
 		{"not a clock", mem, ok, []limiter.Option{limiter.WithClock(time.Second)}, limiter.ErrInvalidOption},
+		{"nil clock pointer", mem, ok, []limiter.Option{limiter.WithClock((*fakeclock.Clock)(nil))}, limiter.ErrInvalidOption},
+		{"nil observer pointer", mem, ok, []limiter.Option{limiter.WithObserver((*recorder)(nil))}, limiter.ErrInvalidOption},
 		{"negative cache", mem, ok, []limiter.Option{limiter.WithCacheSize(-1)}, limiter.ErrInvalidOption},
 	} {
 		lim, err := limiter.New(c.store, c.buckets, c.opts...)
@@ -70,6 +73,9 @@ func TestNewRejects(t *testing.T) {
 	}
 	if _, err := limiter.New(mem, ok, limiter.WithName(strings.Repeat("n", limiter.MaxNameLen))); err != nil {
 		t.Errorf("New with a name of MaxNameLen bytes: %v", err)
+	}
+	if _, err := limiter.New(mem, ok, limiter.WithObserver(nil)); err != nil {
+		t.Errorf("New with WithObserver(nil), no observer: %v", err)
 	}
 }
 

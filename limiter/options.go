@@ -4,22 +4,25 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/sluice-go/sluice/internal/typednil"
 )
 
 // Option configures a Limiter in New.
 type Option func(*config)
 
 type config struct {
-	name       string
-	nameSet    bool
-	clock      Clock
-	clockErr   error // WithClock was given something that is not a clock
-	cacheSize  int
-	storeClock bool
-	observer   Observer
-	dryRun     bool
-	fallback   *Limiter
-	fallbackOK bool // WithFallback was given
+	name        string
+	nameSet     bool
+	clock       Clock
+	clockErr    error // WithClock was given something that is not a clock
+	cacheSize   int
+	storeClock  bool
+	observer    Observer
+	nilObserver bool // WithObserver was given a nil pointer or func
+	dryRun      bool
+	fallback    *Limiter
+	fallbackOK  bool // WithFallback was given
 }
 
 // MaxNameLen is the longest name WithName accepts, in bytes.
@@ -45,8 +48,9 @@ func WithName(name string) Option {
 // WithClock sets the clock the limiter reads and waits on. The default is
 // the system clock (time.Now); tests pass a manual clock. clock is either a
 // Clock, such as a manual test clock, or a func() time.Time, such as
-// time.Now or a manual clock's Now method; anything else, or nil, is an
-// error (ErrInvalidOption).
+// time.Now or a manual clock's Now method; anything else, or nil (also a
+// nil pointer or func inside the interface), is an error
+// (ErrInvalidOption).
 //
 // Stores still expire records on their own clocks, after the time to live
 // the limiter asks for: the wait until every bucket is full, measured on
@@ -62,6 +66,10 @@ func WithClock(clock any) Option {
 		switch k := clock.(type) {
 		case nil:
 		case Clock:
+			if typednil.Is(k) {
+				c.clockErr = fmt.Errorf("%w: WithClock: a nil %T", ErrInvalidOption, clock)
+				return
+			}
 			c.clock = k
 		case func() time.Time:
 			if k != nil {
@@ -101,9 +109,13 @@ func WithStoreClock() Option {
 // WithObserver sends every decision and every failed call (a store error,
 // ErrContention, or a context that ended) to o, for metrics and logs. The
 // default is no observer, which costs nothing. o must be safe for
-// concurrent use and should return quickly.
+// concurrent use and should return quickly. WithObserver(nil) means no
+// observer; a nil pointer or func inside the interface is an error
+// (ErrInvalidOption): it would panic on the first decision.
 func WithObserver(o Observer) Option {
-	return func(c *config) { c.observer = o }
+	return func(c *config) {
+		c.observer, c.nilObserver = o, o != nil && typednil.Is(o)
+	}
 }
 
 // WithDryRun makes the limiter decide and report as usual but allow every
@@ -133,6 +145,9 @@ func (c *config) validate() error {
 	}
 	if c.clock == nil {
 		return fmt.Errorf("%w: nil clock", ErrInvalidOption)
+	}
+	if c.nilObserver {
+		return fmt.Errorf("%w: WithObserver: a nil %T", ErrInvalidOption, c.observer)
 	}
 	if c.cacheSize < 0 {
 		return fmt.Errorf("%w: negative cache size %d", ErrInvalidOption, c.cacheSize)

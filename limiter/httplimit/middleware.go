@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sluice-go/sluice/internal/typednil"
 	"github.com/sluice-go/sluice/limiter"
 )
 
@@ -164,7 +165,7 @@ func WithCostFunc(f func(*http.Request) int64) Option {
 // {"message": "..."}.
 func WithDenyHandler(h http.Handler) Option {
 	return func(c *config) {
-		if h == nil {
+		if typednil.Is(h) {
 			c.errs = append(c.errs, errors.New("nil deny handler"))
 		}
 		c.deny = h

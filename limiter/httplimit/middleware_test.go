@@ -604,6 +604,7 @@ func TestNewRejects(t *testing.T) {
 		{"two costs", []httplimit.Option{httplimit.WithCost(1), httplimit.WithCostFunc(func(*http.Request) int64 { return 1 })}},
 		{"nil cost func", []httplimit.Option{httplimit.WithCostFunc(nil)}},
 		{"nil deny handler", []httplimit.Option{httplimit.WithDenyHandler(nil)}},
+		{"nil deny handler func", []httplimit.Option{httplimit.WithDenyHandler(http.HandlerFunc(nil))}},
 		{"nil error handler", []httplimit.Option{httplimit.WithErrorHandler(nil)}},
 		{"fail open without report", []httplimit.Option{httplimit.WithFailOpen(nil)}},
 		{"nil skip", []httplimit.Option{httplimit.WithSkip(nil)}},

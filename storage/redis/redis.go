@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sluice-go/sluice/internal/pipeline"
+	"github.com/sluice-go/sluice/internal/typednil"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -69,9 +70,9 @@ func WithPrefix(prefix string) Option {
 // caller does, after the last call.
 //
 // New sends nothing to the server; it returns an error only for a nil
-// client or an invalid option.
+// client (or a nil pointer given as one) or an invalid option.
 func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
-	if client == nil {
+	if typednil.Is(client) {
 		return nil, errors.New("redis: nil client")
 	}
 	c := config{prefix: defaultPrefix}

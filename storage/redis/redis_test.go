@@ -164,6 +164,8 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		want   string
 	}{
 		{"nil client", nil, "x:", "nil client"},
+		{"nil *Client", (*goredis.Client)(nil), "x:", "nil client"},
+		{"nil *ClusterClient", (*goredis.ClusterClient)(nil), "x:", "nil client"},
 		{"hash tag", client, "{rl}:", "brace"},
 		{"open brace", client, "rl{", "brace"},
 		{"close brace", client, "}rl", "brace"},
