@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync/atomic"
@@ -375,7 +376,7 @@ func fallsBack(ctx context.Context, err error) bool {
 // now returns the time to decide on, in Unix nanoseconds: the clock's,
 // plus the store clock's offset when the limiter uses it.
 func (l *Limiter) now() int64 {
-	return l.clock.Now().UnixNano() + l.offset.Load()
+	return addSatInt64(unixNano(l.clock.Now()), l.offset.Load())
 }
 
 // learn records the store's time from a reply received at local time
@@ -384,8 +385,40 @@ func (l *Limiter) learn(server time.Time, local time.Time) {
 	if server.IsZero() {
 		return
 	}
-	l.offset.Store(server.UnixNano() - local.UnixNano())
+	l.offset.Store(addSatInt64(unixNano(server), -max(unixNano(local), -math.MaxInt64)))
 	l.offsetKnown.Store(true)
+}
+
+// Unix nanoseconds cover the years 1678 to 2262; beyond them, UnixNano
+// wraps around.
+var (
+	minUnixNano = time.Unix(0, math.MinInt64)
+	maxUnixNano = time.Unix(0, math.MaxInt64)
+)
+
+// unixNano is t.UnixNano(), saturated for a time beyond the years it can
+// express, so that a clock set far back reads as the earliest time (and
+// refills nothing) rather than wrapping to a time far ahead.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.Before(minUnixNano):
+		return math.MinInt64
+	case t.After(maxUnixNano):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// addSatInt64 is a+b, saturated at the ends of int64.
+func addSatInt64(a, b int64) int64 {
+	c := a + b
+	switch {
+	case b > 0 && c < a:
+		return math.MaxInt64
+	case b < 0 && c > a:
+		return math.MinInt64
+	}
+	return c
 }
 
 // get reads a record, learning the store's clock when the limiter uses it.

@@ -556,3 +556,42 @@ func TestFullBucketResetsNowWhateverTheClock(t *testing.T) {
 		}
 	}
 }
+
+// TestClockBeyondUnixNanoYears: a clock outside the years Unix nanoseconds
+// cover (1678 to 2262) reads as their first or last nanosecond. Set far
+// back, it refills nothing; UnixNano alone wraps around there, and 1600
+// read as a time far ahead, which refilled an empty key.
+func TestClockBeyondUnixNanoYears(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2027, 1, 15, 0, 0, 0, 0, time.UTC)
+	for _, remote := range []bool{false, true} {
+		at := start
+		mem := memory.New()
+		t.Cleanup(func() { mem.Close() })
+		var store storage.Store = mem
+		if remote {
+			store = remoteOnly{mem}
+		}
+		lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 2, Period: time.Hour}},
+			limiter.WithClock(func() time.Time { return at }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		allow := func(when time.Time, cost int64, want bool) {
+			t.Helper()
+			at = when
+			d, err := lim.AllowN(ctx, "k", cost)
+			if err != nil || d.Allowed != want {
+				t.Fatalf("remote %v: AllowN(%d) at %v = %+v, %v; want allowed %v", remote, cost, when, d, err, want)
+			}
+		}
+		allow(start, 2, true)
+		allow(time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), 1, false)
+		allow(time.Time{}, 1, false)
+		allow(time.Date(1677, 9, 21, 0, 0, 0, 0, time.UTC), 1, false)
+		allow(start.Add(time.Minute), 1, false)
+		allow(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), 2, true) // the future: full again
+		allow(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1, false)
+		allow(start.Add(2*time.Hour), 1, false) // back: refills nothing
+	}
+}
