@@ -19,7 +19,7 @@ const BenchKeys = 10_000
 // the denial of an exhausted key. Allowed calls dominate (the buckets are
 // large), so the figures are the cost of a decision that writes. Each
 // benchmark reports allocations and decisions per second. The factory is
-// any Factory but one that takes a *testing.T, which a benchmark cannot
+// any Factory but those that take a *testing.T, which a benchmark cannot
 // give it.
 func RunBenchmarks[F Factory](b *testing.B, factory F) {
 	newStore := asNewStore(factory)

@@ -18,8 +18,8 @@
 // limiter's semantics on top of the driver (exact counts, Decision fields,
 // refunds, the store clock for drivers that report one); RunBenchmarks
 // measures decisions on a hot key and over many keys. A factory may take a
-// testing.TB or a *testing.T, or nothing (see Factory); NewStore says how
-// it is called.
+// testing.TB or a *testing.T, or nothing, and may return an error with the
+// store (see Factory); NewStore says how it is called.
 //
 // Run them with -race: the suites hammer one key from many goroutines and
 // rely on the race detector to catch unsynchronised state in the driver. A
@@ -54,14 +54,32 @@ type NewStore func(tb testing.TB) storage.Store
 // with the same rules; or a func() storage.Store that returns a fresh store
 // of its own on every call (func() storage.Store { return memory.New() },
 // say), which the suites then call once per test, use wherever they need a
-// second handle, and close when the test ends.
+// second handle, and close when the test ends. Each of the last three may
+// also return an error with the store, as constructors do; an error fails
+// the test.
 type Factory interface {
-	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store | func() storage.Store
+	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store | func() storage.Store |
+		func(testing.TB) (storage.Store, error) | func(*testing.T) (storage.Store, error) | func() (storage.Store, error)
 }
 
 // asNewStore turns any Factory into a NewStore (nil for a nil one).
 func asNewStore[F Factory](f F) NewStore {
 	switch f := any(f).(type) {
+	case func(testing.TB) (storage.Store, error):
+		if f == nil {
+			return nil
+		}
+		return func(tb testing.TB) storage.Store { s, err := f(tb); return must(tb, s, err) }
+	case func(*testing.T) (storage.Store, error):
+		if f == nil {
+			return nil
+		}
+		return asNewStore(func(t *testing.T) storage.Store { s, err := f(t); return must(t, s, err) })
+	case func() (storage.Store, error):
+		if f == nil {
+			return nil
+		}
+		return oncePerTest(func(tb testing.TB) storage.Store { s, err := f(); return must(tb, s, err) })
 	case NewStore:
 		return f
 	case func(testing.TB) storage.Store:
@@ -84,28 +102,44 @@ func asNewStore[F Factory](f F) NewStore {
 		if f == nil {
 			return nil
 		}
-		var (
-			mu     sync.Mutex
-			stores = make(map[testing.TB]storage.Store)
-		)
-		return func(tb testing.TB) storage.Store {
-			mu.Lock()
-			defer mu.Unlock()
-			if s, ok := stores[tb]; ok {
-				return s
-			}
-			s := f()
-			stores[tb] = s
-			tb.Cleanup(func() {
-				mu.Lock()
-				delete(stores, tb)
-				mu.Unlock()
-				if err := s.Close(); err != nil && !errors.Is(err, storage.ErrClosed) { // a suite may have closed it
-					tb.Errorf("conformance: Close: %v", err)
-				}
-			})
-			return s
-		}
+		return oncePerTest(func(testing.TB) storage.Store { return f() })
 	}
 	return nil
+}
+
+// must returns s, or fails tb with err.
+func must(tb testing.TB, s storage.Store, err error) storage.Store {
+	tb.Helper()
+	if err != nil {
+		tb.Fatalf("conformance: the factory failed: %v", err)
+	}
+	return s
+}
+
+// oncePerTest returns a NewStore that opens one store per test with open,
+// returns it again for every call of the same test, and closes it when the
+// test ends.
+func oncePerTest(open func(tb testing.TB) storage.Store) NewStore {
+	var (
+		mu     sync.Mutex
+		stores = make(map[testing.TB]storage.Store)
+	)
+	return func(tb testing.TB) storage.Store {
+		mu.Lock()
+		defer mu.Unlock()
+		if s, ok := stores[tb]; ok {
+			return s
+		}
+		s := open(tb)
+		stores[tb] = s
+		tb.Cleanup(func() {
+			mu.Lock()
+			delete(stores, tb)
+			mu.Unlock()
+			if err := s.Close(); err != nil && !errors.Is(err, storage.ErrClosed) { // a suite may have closed it
+				tb.Errorf("conformance: Close: %v", err)
+			}
+		})
+		return s
+	}
 }

@@ -2,6 +2,9 @@ package conformance
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -62,6 +65,54 @@ func TestFactoryWithoutTB(t *testing.T) {
 	t.Run("RunStore", func(t *testing.T) { RunStore(t, fresh) })
 	t.Run("RunLimiter", func(t *testing.T) { RunLimiter(t, fresh) })
 }
+
+// TestFactoriesReturningErrors: each factory form may also return an
+// error, as constructors do (memory.New aside, every driver's New or Open
+// does); the suites run the same.
+func TestFactoriesReturningErrors(t *testing.T) {
+	ref := refFactory(faults{})
+	fresh := freshRefStores(t)
+	t.Run("TB", func(t *testing.T) {
+		RunLimiter(t, func(tb testing.TB) (storage.Store, error) { return ref(tb), nil })
+	})
+	t.Run("T", func(t *testing.T) {
+		RunStore(t, func(t *testing.T) (storage.Store, error) { return ref(t), nil })
+	})
+	t.Run("none", func(t *testing.T) {
+		RunStore(t, func() (storage.Store, error) { return fresh(), nil })
+	})
+}
+
+// TestFactoryErrorFailsTheTest: a factory's error fails the test that
+// called it, with the error in the message.
+func TestFactoryErrorFailsTheTest(t *testing.T) {
+	broken := errors.New("no server")
+	for name, f := range map[string]NewStore{
+		"TB":   asNewStore(func(testing.TB) (storage.Store, error) { return nil, broken }),
+		"none": asNewStore(func() (storage.Store, error) { return nil, broken }),
+	} {
+		rec := &fatalRecorder{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f(rec)
+		}()
+		<-done
+		if !strings.Contains(rec.msg, "no server") {
+			t.Errorf("%s: the factory's error gave %q, want a fatal error saying %q", name, rec.msg, broken)
+		}
+	}
+}
+
+// fatalRecorder records a Fatalf and ends the goroutine, as testing does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Helper()                   {}
+func (r *fatalRecorder) Cleanup(func())            {}
+func (r *fatalRecorder) Fatalf(f string, a ...any) { r.msg = fmt.Sprintf(f, a...); runtime.Goexit() }
 
 // TestFactoryWithoutTBSecondCloseErrClosed: a store whose second Close
 // returns storage.ErrClosed, as the suites allow, passes through a factory
