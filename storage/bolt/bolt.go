@@ -337,9 +337,8 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 // WithNoSync).
 //
 // A ctx that is done before the call writes nothing. A ctx that ends while
-// the write is queued returns ctx.Err() at once and writes nothing; a write
-// whose own transaction waits for bbolt's writer lock checks ctx once it
-// holds the lock, and writes nothing if it has ended. Once the write is
+// the write is queued, or while its transaction waits for bbolt's writer
+// lock, returns ctx.Err() at once and writes nothing. Once the write is
 // applied in a transaction, the call waits for the commit (one
 // transaction, bounded by the disk) and reports the true outcome.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
@@ -407,7 +406,7 @@ type writeOp struct {
 	ttl      time.Duration
 
 	state atomic.Int32
-	done  chan struct{} // nil for a lone writer's own transaction
+	done  chan struct{} // nil for a lone writer's own transaction when its ctx cannot end
 
 	// Written by the transaction before done is closed.
 	rec     storage.Record
@@ -428,17 +427,32 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 	}
 	s.queueMu.Lock()
 	if !s.busy {
-		// A lone writer commits in its own goroutine and needs no done
-		// channel: nobody else ever holds op.
 		s.busy = true
 		s.queueMu.Unlock()
-		s.commit([]*writeOp{op})
-		s.handOff()
-		return op.err
+		if ctx.Done() == nil {
+			// A lone writer whose ctx cannot end commits in its own
+			// goroutine and needs no done channel: nobody else ever
+			// holds op.
+			s.commit([]*writeOp{op})
+			s.handOff()
+			return op.err
+		}
+		// Its transaction may wait for bbolt's writer lock, held by
+		// another user of the same *bbolt.DB or by a long fsync: it runs
+		// in a goroutine of its own, which Close waits for, so that the
+		// caller can leave as a queued one does.
+		op.done = make(chan struct{})
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.commit([]*writeOp{op})
+			s.handOff()
+		}()
+	} else {
+		op.done = make(chan struct{})
+		s.queue = append(s.queue, op)
+		s.queueMu.Unlock()
 	}
-	op.done = make(chan struct{})
-	s.queue = append(s.queue, op)
-	s.queueMu.Unlock()
 	select {
 	case <-op.done:
 	case <-ctx.Done():

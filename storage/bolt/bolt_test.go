@@ -610,14 +610,14 @@ func TestWriteHonoursContext(t *testing.T) {
 	if err := <-queued; !errors.Is(err, context.Canceled) {
 		t.Fatalf("CompareAndSwap cancelled while queued = %v, want context.Canceled", err)
 	}
-	// A write whose transaction waits for the lock is checked once it has
-	// it, before anything is written.
+	// So does a write whose own transaction waits for the lock; the
+	// transaction, once it has the lock, skips it.
 	cancel1()
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
 	if err := <-first; !errors.Is(err, context.Canceled) {
 		t.Fatalf("CompareAndSwap cancelled while its transaction waited = %v, want context.Canceled", err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
 	}
 
 	if _, _, err := s.CompareAndSwap(ctx, "third", 0, []byte("v"), time.Hour); err != nil {

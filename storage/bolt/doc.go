@@ -80,10 +80,11 @@
 //
 // A Store is safe for concurrent use. A context that is done before a call
 // writes nothing. One that ends before the write is applied in a
-// transaction returns ctx.Err() and writes nothing (at once if the write is
-// queued; when its transaction gets bbolt's writer lock otherwise). Once
-// the write is applied, the call waits for the commit and reports its true
-// outcome.
+// transaction returns ctx.Err() at once and writes nothing, also while its
+// transaction waits for bbolt's writer lock (held by another user of a
+// database given to New, or by a long commit); that transaction then skips
+// the write, and Close waits for it to end. Once the write is applied, the
+// call waits for the commit and reports its true outcome.
 //
 // # Caveats
 //
