@@ -156,8 +156,10 @@ func (l *Limiter) Allow(ctx context.Context, key string) (d Decision, err error)
 // An error means the outcome is unknown or the input is refused; it is
 // never a disguised allow or deny. Store failures wrap
 // storage.ErrUnavailable (after Close, with storage.ErrClosed); a stored
-// record that cannot be read wraps storage.ErrCorrupt instead. Context
-// errors are returned as they are.
+// record that cannot be read wraps storage.ErrCorrupt instead. A ctx that
+// is done before the call returns ctx.Err() as it is; one that ends during
+// a store call returns the store's error, which matches ctx.Err() with
+// errors.Is and also storage.ErrUnavailable: the outcome is unknown.
 func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (d Decision, err error) {
 	err = l.allowN(ctx, key, cost, &d)
 	return d, err

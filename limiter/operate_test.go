@@ -3,6 +3,7 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -344,5 +345,79 @@ func TestOwnClockStandingStillInProcess(t *testing.T) {
 	}
 	if d, err := refunded.AllowN(ctx, "k", 2); err != nil || d.Allowed {
 		t.Errorf("refunded, after 1.1s of real time, none on the limiter's clock: %+v, %v; want denied (1 token)", d, err)
+	}
+}
+
+// hangsUntilCtxEnds is a store whose every call waits for its context to
+// end and then fails as drivers do: wrapping storage.ErrUnavailable (the
+// outcome is unknown) and the context's error.
+type hangsUntilCtxEnds struct{ storage.Store }
+
+func (hangsUntilCtxEnds) fail(ctx context.Context) error {
+	<-ctx.Done()
+	return fmt.Errorf("driver: %w: %w", storage.ErrUnavailable, ctx.Err())
+}
+
+func (s hangsUntilCtxEnds) Get(ctx context.Context, _ string) (storage.Record, error) {
+	return storage.Record{}, s.fail(ctx)
+}
+
+func (s hangsUntilCtxEnds) CompareAndSwap(ctx context.Context, _ string, _ uint64, _ []byte, _ time.Duration) (storage.Record, bool, error) {
+	return storage.Record{}, false, s.fail(ctx)
+}
+
+func (s hangsUntilCtxEnds) Delete(ctx context.Context, _ string) error { return s.fail(ctx) }
+
+// TestContextEndingDuringACall: a call whose context ends while its store
+// call is under way returns the store's error, which matches both the
+// context's error and storage.ErrUnavailable (the outcome is unknown), as
+// the package documentation says; so does what the observer gets.
+func TestContextEndingDuringACall(t *testing.T) {
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	rec := &recorder{}
+	lim, err := limiter.New(hangsUntilCtxEnds{mem}, []limiter.Bucket{{Capacity: 5, Period: time.Second}}, limiter.WithObserver(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func(ctx context.Context) error{
+		"Allow":  func(ctx context.Context) error { _, err := lim.Allow(ctx, "k"); return err },
+		"Peek":   func(ctx context.Context) error { _, err := lim.Peek(ctx, "k"); return err },
+		"Refund": func(ctx context.Context) error { return lim.Refund(ctx, "k", 1) },
+		"Reset":  func(ctx context.Context) error { return lim.Reset(ctx, "k") },
+		"Wait":   func(ctx context.Context) error { return lim.Wait(ctx, "k") },
+	}
+	for name, call := range calls {
+		for _, end := range []struct {
+			name string
+			ctx  func() (context.Context, context.CancelFunc)
+			want error
+		}{
+			{"deadline", func() (context.Context, context.CancelFunc) {
+				return context.WithTimeout(context.Background(), 20*time.Millisecond)
+			}, context.DeadlineExceeded},
+			{"cancel", func() (context.Context, context.CancelFunc) {
+				ctx, cancel := context.WithCancel(context.Background())
+				time.AfterFunc(20*time.Millisecond, cancel)
+				return ctx, cancel
+			}, context.Canceled},
+		} {
+			ctx, cancel := end.ctx()
+			err := call(ctx)
+			cancel()
+			if !errors.Is(err, end.want) || !errors.Is(err, storage.ErrUnavailable) {
+				t.Errorf("%s, %s during the call: %v; want an error matching %v and storage.ErrUnavailable", name, end.name, err, end.want)
+			}
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.errors) == 0 {
+		t.Fatal("the observer saw no error")
+	}
+	for _, e := range rec.errors {
+		if !errors.Is(e.Err, storage.ErrUnavailable) {
+			t.Errorf("observer got %v for %s; want the store's error", e.Err, e.Method)
+		}
 	}
 }
