@@ -90,12 +90,13 @@
 // processes, and the store's errors (matching storage.ErrUnavailable,
 // storage.ErrCorrupt or storage.ErrClosed) with the key named. A context
 // that is done before a call makes it return the context's error as it
-// is. One that ends during a store call makes it return the store's error,
-// which matches both the context's error and storage.ErrUnavailable (the
-// outcome is unknown): check for context.Canceled first to tell a caller
-// that left from a store that failed, as package httplimit does. An error
-// is never a disguised allow or deny: the caller decides what a failure
-// means, and package httplimit offers fail-open and fail-closed.
+// is. One that ends during the call makes it return an error that matches
+// the context's (errors.Is); when the store reports the outcome as
+// unknown, the error matches storage.ErrUnavailable too. Check for
+// context.Canceled first to tell a caller that left from a store that
+// failed, as package httplimit does. An error is never a disguised allow
+// or deny: the caller decides what a failure means, and package httplimit
+// offers fail-open and fail-closed.
 //
 // # Concurrency
 //
@@ -113,9 +114,9 @@
 //   - A call whose context ends while its store call, or the one it is
 //     batched in, is under way returns at once with an error matching the
 //     context's (see Errors), and may still have been counted (if the
-//     write was sent before it left). The calls batched with it are not affected: a batch's store
-//     call goes on until every call in it has left, or the latest of their
-//     deadlines has passed.
+//     write was sent before it left). The calls batched with it are not
+//     affected: a batch's store call goes on until every call in it has
+//     left, or the latest of their deadlines has passed.
 //   - Time comes from each process's clock. Processes whose clocks
 //     disagree share a limit only as exactly as their clocks agree; time
 //     going backwards refills nothing.

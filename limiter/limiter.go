@@ -158,8 +158,8 @@ func (l *Limiter) Allow(ctx context.Context, key string) (d Decision, err error)
 // storage.ErrUnavailable (after Close, with storage.ErrClosed); a stored
 // record that cannot be read wraps storage.ErrCorrupt instead. A ctx that
 // is done before the call returns ctx.Err() as it is; one that ends during
-// a store call returns the store's error, which matches ctx.Err() with
-// errors.Is and also storage.ErrUnavailable: the outcome is unknown.
+// it returns an error matching ctx.Err() (errors.Is), which also matches
+// storage.ErrUnavailable when the store reports the outcome as unknown.
 func (l *Limiter) AllowN(ctx context.Context, key string, cost int64) (d Decision, err error) {
 	err = l.allowN(ctx, key, cost, &d)
 	return d, err
@@ -378,7 +378,14 @@ func fallsBack(ctx context.Context, err error) bool {
 // now returns the time to decide on, in Unix nanoseconds: the clock's,
 // plus the store clock's offset when the limiter uses it.
 func (l *Limiter) now() int64 {
-	return addSatInt64(unixNano(l.clock.Now()), l.offset.Load())
+	if l.offsetKnown.Load() {
+		// The store's time: the local clock's reading plus the offset
+		// learnt from it, with the same (wrapping) arithmetic as learn, so
+		// that a local clock beyond the years of Unix nanoseconds cancels
+		// out.
+		return l.clock.Now().UnixNano() + l.offset.Load()
+	}
+	return unixNano(l.clock.Now())
 }
 
 // learn records the store's time from a reply received at local time
@@ -387,7 +394,7 @@ func (l *Limiter) learn(server time.Time, local time.Time) {
 	if server.IsZero() {
 		return
 	}
-	l.offset.Store(addSatInt64(unixNano(server), -max(unixNano(local), -math.MaxInt64)))
+	l.offset.Store(unixNano(server) - local.UnixNano())
 	l.offsetKnown.Store(true)
 }
 
@@ -409,18 +416,6 @@ func unixNano(t time.Time) int64 {
 		return math.MaxInt64
 	}
 	return t.UnixNano()
-}
-
-// addSatInt64 is a+b, saturated at the ends of int64.
-func addSatInt64(a, b int64) int64 {
-	c := a + b
-	switch {
-	case b > 0 && c < a:
-		return math.MaxInt64
-	case b < 0 && c > a:
-		return math.MinInt64
-	}
-	return c
 }
 
 // get reads a record, learning the store's clock when the limiter uses it.

@@ -77,6 +77,9 @@ func TestNewRejects(t *testing.T) {
 	if _, err := limiter.New(mem, ok, limiter.WithObserver(nil)); err != nil {
 		t.Errorf("New with WithObserver(nil), no observer: %v", err)
 	}
+	if _, err := limiter.New(mem, ok, limiter.WithObserver(observers(nil))); err != nil {
+		t.Errorf("New with a nil slice of observers, a usable Observer: %v", err)
+	}
 }
 
 func TestCallsReject(t *testing.T) {
@@ -666,5 +669,21 @@ func TestCanonicalOrderNamesTheStore(t *testing.T) {
 	}
 	if d, err := other.Peek(t.Context(), "k"); err != nil || d.Remaining != 4 {
 		t.Fatalf("Peek by a limiter given the same buckets in another order = %+v, %v; want 4 left", d, err)
+	}
+}
+
+// observers is an Observer that tells each of its own; a nil one tells
+// nobody, and is a usable Observer.
+type observers []limiter.Observer
+
+func (os observers) OnDecision(e limiter.Event) {
+	for _, o := range os {
+		o.OnDecision(e)
+	}
+}
+
+func (os observers) OnError(e limiter.Event) {
+	for _, o := range os {
+		o.OnError(e)
 	}
 }

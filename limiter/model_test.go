@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-go/sluice/internal/fakeclock"
 	"github.com/sluice-go/sluice/limiter"
 	"github.com/sluice-go/sluice/storage"
 	"github.com/sluice-go/sluice/storage/memory"
@@ -593,5 +594,37 @@ func TestClockBeyondUnixNanoYears(t *testing.T) {
 		allow(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), 2, true) // the future: full again
 		allow(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1, false)
 		allow(start.Add(2*time.Hour), 1, false) // back: refills nothing
+	}
+}
+
+// TestStoreClockWithLocalClockBeyondUnixNanoYears: with WithStoreClock, a
+// local clock outside the years of Unix nanoseconds does not matter: the
+// limiter decides on the store's time, here and on the local clock an hour
+// later at every call, so a bucket of one token a second is full at every
+// call. (Saturated, the local clock would stand still, and so would the
+// limiter's estimate of the store's time between its replies.)
+func TestStoreClockWithLocalClockBeyondUnixNanoYears(t *testing.T) {
+	ctx := context.Background()
+	for _, start := range []time.Time{
+		time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC),
+		{},
+		time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		server := fakeclock.New(time.Date(2027, 1, 15, 0, 0, 0, 0, time.UTC))
+		local := fakeclock.New(start)
+		mem := memory.New()
+		t.Cleanup(func() { mem.Close() })
+		lim, err := limiter.New(timedStore{remoteOnly{mem}, server}, []limiter.Bucket{{Capacity: 1, Period: time.Second}},
+			limiter.WithStoreClock(), limiter.WithClock(local.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+				t.Fatalf("local clock from %v, call %d: %+v, %v; want allowed on the store's clock", start, i, d, err)
+			}
+			server.Advance(time.Hour)
+			local.Advance(time.Hour)
+		}
 	}
 }

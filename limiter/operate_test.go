@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,9 +352,13 @@ func TestOwnClockStandingStillInProcess(t *testing.T) {
 // hangsUntilCtxEnds is a store whose every call waits for its context to
 // end and then fails as drivers do: wrapping storage.ErrUnavailable (the
 // outcome is unknown) and the context's error.
-type hangsUntilCtxEnds struct{ storage.Store }
+type hangsUntilCtxEnds struct {
+	storage.Store
+	entered *atomic.Int64 // calls that reached the store
+}
 
-func (hangsUntilCtxEnds) fail(ctx context.Context) error {
+func (s hangsUntilCtxEnds) fail(ctx context.Context) error {
+	s.entered.Add(1)
 	<-ctx.Done()
 	return fmt.Errorf("driver: %w: %w", storage.ErrUnavailable, ctx.Err())
 }
@@ -369,14 +374,16 @@ func (s hangsUntilCtxEnds) CompareAndSwap(ctx context.Context, _ string, _ uint6
 func (s hangsUntilCtxEnds) Delete(ctx context.Context, _ string) error { return s.fail(ctx) }
 
 // TestContextEndingDuringACall: a call whose context ends while its store
-// call is under way returns the store's error, which matches both the
-// context's error and storage.ErrUnavailable (the outcome is unknown), as
-// the package documentation says; so does what the observer gets.
+// call is under way returns an error matching the context's; when the
+// store reports the outcome unknown, as this one does, it matches
+// storage.ErrUnavailable too, as the package documentation says; so does
+// what the observer gets.
 func TestContextEndingDuringACall(t *testing.T) {
 	mem := memory.New()
 	t.Cleanup(func() { mem.Close() })
 	rec := &recorder{}
-	lim, err := limiter.New(hangsUntilCtxEnds{mem}, []limiter.Bucket{{Capacity: 5, Period: time.Second}}, limiter.WithObserver(rec))
+	var entered atomic.Int64
+	lim, err := limiter.New(hangsUntilCtxEnds{mem, &entered}, []limiter.Bucket{{Capacity: 5, Period: time.Second}}, limiter.WithObserver(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,11 +409,15 @@ func TestContextEndingDuringACall(t *testing.T) {
 				return ctx, cancel
 			}, context.Canceled},
 		} {
+			before := entered.Load()
 			ctx, cancel := end.ctx()
 			err := call(ctx)
 			cancel()
-			if !errors.Is(err, end.want) || !errors.Is(err, storage.ErrUnavailable) {
-				t.Errorf("%s, %s during the call: %v; want an error matching %v and storage.ErrUnavailable", name, end.name, err, end.want)
+			// On a loaded machine the context may end before the store
+			// call starts: then the context's error comes as it is.
+			reached := entered.Load() > before
+			if !errors.Is(err, end.want) || reached && !errors.Is(err, storage.ErrUnavailable) {
+				t.Errorf("%s, %s during the call (store reached: %t): %v; want an error matching %v, and storage.ErrUnavailable if the store was reached", name, end.name, reached, err, end.want)
 			}
 		}
 	}

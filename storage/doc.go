@@ -41,10 +41,11 @@
 //   - Errors: a failure of the backend wraps ErrUnavailable and the
 //     driver's native cause (two %w verbs) and names the driver, the
 //     operation and the key. A write whose outcome is unknown is an error,
-//     never a guess. Context errors are returned as they are
-//     (errors.Is(err, context.Canceled) holds), and a context that is
-//     already done writes nothing. After Close every method returns an
-//     error wrapping ErrClosed.
+//     never a guess. A context that is already done writes nothing and
+//     its error is returned as it is; one that ends during a call gives an
+//     error that matches it (errors.Is(err, context.Canceled) holds),
+//     which also wraps ErrUnavailable when the outcome is unknown. After
+//     Close every method returns an error wrapping ErrClosed.
 //   - Close releases only what the driver opened itself.
 //
 // # Optional interfaces

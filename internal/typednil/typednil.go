@@ -6,14 +6,16 @@ package typednil
 
 import "reflect"
 
-// Is reports whether v is nil, or holds a nil pointer, func, map, chan,
-// slice or interface.
+// Is reports whether v is nil, or holds a nil pointer or a nil func: the
+// values whose methods cannot work. A nil map, slice or chan is a usable
+// receiver (a nil slice of observers ranges over nothing), so it is not
+// refused.
 func Is(v any) bool {
 	if v == nil {
 		return true
 	}
 	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Slice, reflect.Interface, reflect.UnsafePointer:
+	case reflect.Pointer, reflect.Func:
 		return rv.IsNil()
 	}
 	return false

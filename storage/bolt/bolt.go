@@ -130,8 +130,10 @@ type Store struct {
 	queue   []*writeOp // writes waiting for the next transaction
 	busy    bool       // a transaction of writes is running; new ones queue
 
-	stop chan struct{}  // closed by Close
-	wg   sync.WaitGroup // the janitor and any goroutine draining the queue
+	stop chan struct{} // closed by Close
+	// wg counts the janitor, any goroutine draining the queue, and the
+	// transactions of lone writers run in goroutines of their own.
+	wg sync.WaitGroup
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -378,7 +380,9 @@ func (s *Store) Close() error {
 }
 
 // Write-combining (group commit). A write that finds no transaction of
-// writes running starts one at once, in its own goroutine, like db.Update.
+// writes running starts one at once, like db.Update: in the caller's
+// goroutine, or, when the caller's ctx can end, in a goroutine of its own
+// that the caller can leave.
 // Writes that arrive while it runs queue; when it ends, one goroutine
 // (drain) commits everything queued in one transaction, and again until
 // the queue is empty, so concurrent writers share one fsync. Unlike bbolt's
@@ -464,9 +468,10 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 	return op.err
 }
 
-// handOff ends a caller's own transaction: the writes queued meanwhile go
+// handOff ends a lone writer's transaction: the writes queued meanwhile go
 // to a goroutine that drains the queue, or the store becomes idle. It runs
-// while the caller holds s.mu for reading, so Close waits for the drain.
+// while the caller holds s.mu for reading, or in a goroutine counted in
+// s.wg, so Close, which waits for both, also waits for the drain.
 func (s *Store) handOff() {
 	s.queueMu.Lock()
 	defer s.queueMu.Unlock()

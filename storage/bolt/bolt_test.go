@@ -613,8 +613,14 @@ func TestWriteHonoursContext(t *testing.T) {
 	// So does a write whose own transaction waits for the lock; the
 	// transaction, once it has the lock, skips it.
 	cancel1()
-	if err := <-first; !errors.Is(err, context.Canceled) {
-		t.Fatalf("CompareAndSwap cancelled while its transaction waited = %v, want context.Canceled", err)
+	select {
+	case err := <-first:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("CompareAndSwap cancelled while its transaction waited = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = tx.Rollback()
+		t.Fatal("CompareAndSwap cancelled while its transaction waited for the writer lock did not return while the lock was held")
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)

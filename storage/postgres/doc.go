@@ -71,8 +71,9 @@
 // takes long locks; Sweep runs it by hand. There is no index on
 // expires_at (it would slow every write), so a sweep reads the whole
 // table: with millions of keys, lengthen the interval. Deleted rows, like
-// the old versions every update leaves, take space until VACUUM reclaims
-// it: autovacuum, on by default, does; a server with autovacuum off needs
+// the old versions every update leaves, take space until VACUUM makes it
+// reusable (it does not shrink the file; VACUUM FULL does, under a lock):
+// autovacuum, on by default, does it; a server with autovacuum off needs
 // VACUUM run on the table now and then, or the file grows with the churn
 // of keys.
 //
