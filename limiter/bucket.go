@@ -125,8 +125,8 @@ func parsePeriod(s string) (time.Duration, error) {
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseInt(days, 10, 64)
-		if err != nil || n > int64(MaxPeriod/(24*time.Hour)) {
-			return 0, fmt.Errorf("period %q is not a whole number of days up to %d", text, int64(MaxPeriod/(24*time.Hour)))
+		if err != nil || n < 1 || n > int64(MaxPeriod/(24*time.Hour)) {
+			return 0, fmt.Errorf("period %q is not a whole number of days from 1 to %d", text, int64(MaxPeriod/(24*time.Hour)))
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}

@@ -43,9 +43,10 @@ var legacyMarkerKey = []byte("\x00sluice")
 var markerValue = []byte("sluice bolt layout 1")
 
 var (
-	errShort  = errors.New("record shorter than its header")
-	errFormat = errors.New("unknown record format byte")
-	errBucket = errors.New("nested bucket where a record was expected")
+	errShort   = errors.New("record shorter than its header")
+	errFormat  = errors.New("unknown record format byte")
+	errBucket  = errors.New("nested bucket where a record was expected")
+	errVersion = errors.New("record of version 0, which the bucket's sequence never gives")
 )
 
 // record is a decoded view of a stored value. Value aliases the bytes it
@@ -66,6 +67,9 @@ func decodeRecord(b []byte) (record, error) {
 	}
 	if b[0] != formatV1 {
 		return record{}, fmt.Errorf("%w 0x%02x", errFormat, b[0])
+	}
+	if binary.BigEndian.Uint64(b[versionOff:]) == 0 {
+		return record{}, errVersion
 	}
 	return record{
 		version: binary.BigEndian.Uint64(b[versionOff:]),
