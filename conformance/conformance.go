@@ -26,7 +26,7 @@
 // pass proves that the driver keeps the contract documented in package
 // storage (atomic compare-and-swap, growing versions, expiry, byte-exact
 // values, context handling) and that the limiter built on it admits
-// exactly what DESIGN.md says it must.
+// exactly what package limiter documents.
 package conformance
 
 import (
@@ -56,7 +56,10 @@ type NewStore func(tb testing.TB) storage.Store
 // say), which the suites then call once per test, use wherever they need a
 // second handle, and close when the test ends. Each of the last three may
 // also return an error with the store, as constructors do; an error fails
-// the test.
+// the test. Those that take a testing.TB or a *testing.T follow NewStore's
+// rules: a second call in the same test must give a handle on the same
+// backend, so one that returns memory.New() every time fails the check
+// that two handles share it.
 type Factory interface {
 	NewStore | func(testing.TB) storage.Store | func(*testing.T) storage.Store | func() storage.Store |
 		func(testing.TB) (storage.Store, error) | func(*testing.T) (storage.Store, error) | func() (storage.Store, error)

@@ -16,7 +16,7 @@ import (
 )
 
 // RunLimiter proves that a limiter built on the stores that factory
-// returns keeps the semantics of DESIGN.md: exact admission counts,
+// returns keeps the semantics documented in package limiter: exact admission counts,
 // all-or-nothing across buckets, Decision fields to the nanosecond, Peek,
 // Reset, Wait, time going backwards, and exact counts under concurrent
 // use from one and from two store handles, and, for a driver that

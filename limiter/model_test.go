@@ -1,6 +1,7 @@
 package limiter_test
 
-// A reference model of DESIGN.md's "Semantics of a bucket", written in
+// A reference model of the bucket semantics (the package doc's Model, and
+// the project's design document), written in
 // math/big rationals so that it is exact by construction and shares no
 // code with the limiter, and a differential test of the limiter against
 // it: on the in-process store, and on a store that is not in-process (the

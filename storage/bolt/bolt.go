@@ -359,8 +359,11 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return s.write(ctx, &writeOp{ctx: ctx, name: "delete", key: key, del: true})
 }
 
-// Close waits for the calls in flight, stops the janitor and closes the database file if Open opened it. Later
-// calls return errors wrapping storage.ErrClosed. Close is idempotent.
+// Close waits for the calls in flight, stops the janitor and closes the
+// database file if Open opened it. Later calls return errors wrapping
+// storage.ErrClosed. Close is idempotent. A write waiting for bbolt's
+// writer lock, held by another user of a database given to New (an open
+// db.Begin(true), say), makes Close wait until that lock is released.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
