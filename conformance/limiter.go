@@ -16,14 +16,14 @@ import (
 )
 
 // RunLimiter proves that a limiter built on the stores that factory
-// returns keeps the semantics documented in package limiter: exact admission counts,
-// all-or-nothing across buckets, Decision fields to the nanosecond, Peek,
-// Reset, Wait, time going backwards, and exact counts under concurrent
-// use from one and from two store handles, and, for a driver that
-// implements storage.TimedStore, that the backend's time it reports
-// follows real time and lets limiters with skewed clocks share one exact
-// limit. Time comes from a manual clock; periods are long enough (10s and
-// more) that the store's real expiry never interferes.
+// returns keeps the semantics documented in package limiter: exact
+// admission counts, all-or-nothing across buckets, Decision fields to the
+// nanosecond, Peek, Reset, Wait, time going backwards, and exact counts
+// under concurrent use from one and from two store handles, and, for a
+// driver that implements storage.TimedStore, that the backend's time it
+// reports follows real time and lets limiters with skewed clocks share one
+// exact limit. Time comes from a manual clock; periods are long enough
+// (10s and more) that the store's real expiry never interferes.
 func RunLimiter[F Factory](t *testing.T, factory F) {
 	t.Helper()
 	newStore := asNewStore(factory)

@@ -59,6 +59,21 @@ func (g *gateStore) CompareAndSwap(ctx context.Context, key string, exp uint64, 
 func (g *gateStore) Delete(ctx context.Context, key string) error { return g.inner.Delete(ctx, key) }
 func (g *gateStore) Close() error                                 { return nil }
 
+// gatedLimiter returns a limiter of capacity tokens an hour, on a manual
+// clock that stands still, over a gateStore in front of a memory store
+// (closed when the test ends).
+func gatedLimiter(t *testing.T, capacity int64, opts ...Option) (*gateStore, *Limiter) {
+	t.Helper()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	g := &gateStore{inner: mem}
+	l, err := New(g, []Bucket{{Capacity: capacity, Period: time.Hour}}, append([]Option{WithClock(fakeclock.New(time.Unix(1e9, 0)))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, l
+}
+
 // waitCAS waits until a first compare-and-swap has reached the gate.
 func (g *gateStore) waitCAS() {
 	for func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.casN == 0 }() {
@@ -86,11 +101,8 @@ type res struct {
 // flight, which goes on without B's caller. B's call was sent, so it is
 // charged.
 func TestLeaderLeavingDoesNotFailItsBatch(t *testing.T) {
-	clk := fakeclock.New(time.Unix(1e9, 0))
-	mem := memory.New()
-	defer mem.Close()
 	relA, relB, bStarted := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	g := &gateStore{inner: mem}
+	g, l := gatedLimiter(t, 10)
 	g.onCAS = func(n int, ctx context.Context) (bool, error) {
 		switch n {
 		case 1: // A's flight
@@ -100,10 +112,6 @@ func TestLeaderLeavingDoesNotFailItsBatch(t *testing.T) {
 			<-relB
 		}
 		return false, nil
-	}
-	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx := context.Background()
 	ctxB, cancelB := context.WithCancel(ctx)
@@ -153,11 +161,8 @@ func TestLeaderLeavingDoesNotFailItsBatch(t *testing.T) {
 // When every caller of a flight has left, its context ends and its store
 // call is cut off; the key's next caller is served as usual.
 func TestFlightEndsWhenEveryCallerLeft(t *testing.T) {
-	clk := fakeclock.New(time.Unix(1e9, 0))
-	mem := memory.New()
-	defer mem.Close()
 	relA, bStarted, bCut := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	g := &gateStore{inner: mem}
+	g, l := gatedLimiter(t, 10)
 	g.onCAS = func(n int, ctx context.Context) (bool, error) {
 		switch n {
 		case 1: // A's flight
@@ -169,10 +174,6 @@ func TestFlightEndsWhenEveryCallerLeft(t *testing.T) {
 			return false, ctx.Err()
 		}
 		return false, nil
-	}
-	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx := context.Background()
 	ctxB, cancelB := context.WithCancel(ctx)
@@ -212,14 +213,8 @@ func TestFlightEndsWhenEveryCallerLeft(t *testing.T) {
 // calls batched with it, whose contexts are alive, go to the next leader
 // instead of being told their outcome is unknown.
 func TestHandoverAfterContextEndedBetweenCalls(t *testing.T) {
-	clk := fakeclock.New(time.Unix(1e9, 0))
-	mem := memory.New()
-	defer mem.Close()
-	g := &gateStore{inner: mem}
-	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, l := gatedLimiter(t, 10)
+	mem := g.inner
 	ctx := context.Background()
 	ctxLeader, cancelLeader := context.WithCancel(ctx)
 	defer cancelLeader()
@@ -294,24 +289,18 @@ func TestPeekDoesNotUndoResetAcrossEviction(t *testing.T) {
 // exhausted record and not yet cached it; between runs after the Reset,
 // before Peek goes on. The next Allow must be allowed.
 func peekAcrossReset(t *testing.T, between func(*Limiter), opts ...Option) {
-	clk := fakeclock.New(time.Unix(1e9, 0))
-	mem := memory.New()
-	defer mem.Close()
 	hold := make(chan struct{})
 	got := make(chan struct{})
 	var armed atomic.Bool
 	// The memory store is hidden behind a plain Store: on it, the
 	// limiter would decide in the store under its lock, with no cache to
 	// undo.
-	st := &gateStore{inner: mem, onGet: func(int) {
+	st, l := gatedLimiter(t, 2, opts...)
+	st.onGet = func(int) {
 		if armed.CompareAndSwap(true, false) {
 			close(got)
 			<-hold
 		}
-	}}
-	l, err := New(st, []Bucket{{Capacity: 2, Period: time.Hour}}, append([]Option{WithClock(clk)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx := context.Background()
 	l.Allow(ctx, "k")
@@ -339,11 +328,8 @@ func peekAcrossReset(t *testing.T, between func(*Limiter), opts ...Option) {
 // caller, who can recover it, as when the leader runs the flight itself:
 // not in a goroutine that would crash the program.
 func TestFlightPanicReachesLeader(t *testing.T) {
-	clk := fakeclock.New(time.Unix(1e9, 0))
-	mem := memory.New()
-	defer mem.Close()
 	relA := make(chan struct{})
-	g := &gateStore{inner: mem}
+	g, l := gatedLimiter(t, 10)
 	g.onCAS = func(n int, ctx context.Context) (bool, error) {
 		switch n {
 		case 1: // A's flight
@@ -352,10 +338,6 @@ func TestFlightPanicReachesLeader(t *testing.T) {
 			panic("boom")
 		}
 		return false, nil
-	}
-	l, err := New(g, []Bucket{{Capacity: 10, Period: time.Hour}}, WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx := context.Background()
 	ctxB, cancelB := context.WithCancel(ctx)

@@ -12,17 +12,16 @@ import (
 type Option func(*config)
 
 type config struct {
-	name        string
-	nameSet     bool
-	clock       Clock
-	clockErr    error // WithClock was given something that is not a clock
-	cacheSize   int
-	storeClock  bool
-	observer    Observer
-	nilObserver bool // WithObserver was given a nil pointer or func
-	dryRun      bool
-	fallback    *Limiter
-	fallbackOK  bool // WithFallback was given
+	name       string
+	nameSet    bool
+	clock      Clock
+	clockErr   error // WithClock was given something that is not a clock
+	cacheSize  int
+	storeClock bool
+	observer   Observer
+	dryRun     bool
+	fallback   *Limiter
+	fallbackOK bool // WithFallback was given
 }
 
 // MaxNameLen is the longest name WithName accepts, in bytes.
@@ -113,9 +112,7 @@ func WithStoreClock() Option {
 // observer; a nil pointer or func inside the interface is an error
 // (ErrInvalidOption): it would panic on the first decision.
 func WithObserver(o Observer) Option {
-	return func(c *config) {
-		c.observer, c.nilObserver = o, o != nil && typednil.Is(o)
-	}
+	return func(c *config) { c.observer = o }
 }
 
 // WithDryRun makes the limiter decide and report as usual but allow every
@@ -146,7 +143,7 @@ func (c *config) validate() error {
 	if c.clock == nil {
 		return fmt.Errorf("%w: nil clock", ErrInvalidOption)
 	}
-	if c.nilObserver {
+	if c.observer != nil && typednil.Is(c.observer) {
 		return fmt.Errorf("%w: WithObserver: a nil %T", ErrInvalidOption, c.observer)
 	}
 	if c.cacheSize < 0 {

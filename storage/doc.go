@@ -43,9 +43,9 @@
 //     operation and the key. A write whose outcome is unknown is an error,
 //     never a guess. A context that is already done writes nothing and
 //     its error is returned as it is; one that ends during a call gives an
-//     error that matches it (errors.Is(err, ctx.Err()) holds),
-//     which also wraps ErrUnavailable when the outcome is unknown. After
-//     Close every method returns an error wrapping ErrClosed.
+//     error that matches it (errors.Is(err, ctx.Err()) holds), which also
+//     wraps ErrUnavailable when the outcome is unknown. After Close every
+//     method returns an error wrapping ErrClosed.
 //   - Close releases only what the driver opened itself.
 //
 // # Optional interfaces

@@ -413,7 +413,7 @@ type writeOp struct {
 	ttl      time.Duration
 
 	state atomic.Int32
-	done  chan struct{} // nil for a lone writer's own transaction when its ctx cannot end
+	done  chan struct{} // nil for a lone writer whose ctx cannot end
 
 	// Written by the transaction before done is closed.
 	rec     storage.Record
@@ -433,32 +433,32 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 		return closedError(op.name, op.key)
 	}
 	s.queueMu.Lock()
-	if !s.busy {
-		s.busy = true
+	lone := !s.busy
+	s.busy = true
+	if lone && ctx.Done() == nil {
+		// A lone writer whose ctx cannot end commits in the caller's
+		// goroutine and needs no done channel: nobody else ever holds op.
 		s.queueMu.Unlock()
-		if ctx.Done() == nil {
-			// A lone writer whose ctx cannot end commits in its own
-			// goroutine and needs no done channel: nobody else ever
-			// holds op.
-			s.commit([]*writeOp{op})
-			s.handOff()
-			return op.err
-		}
+		s.commit([]*writeOp{op})
+		s.handOff()
+		return op.err
+	}
+	op.done = make(chan struct{})
+	if !lone {
+		s.queue = append(s.queue, op)
+	}
+	s.queueMu.Unlock()
+	if lone {
 		// Its transaction may wait for bbolt's writer lock, held by
 		// another user of the same *bbolt.DB or by a long fsync: it runs
 		// in a goroutine of its own, which Close waits for, so that the
 		// caller can leave as a queued one does.
-		op.done = make(chan struct{})
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.commit([]*writeOp{op})
 			s.handOff()
 		}()
-	} else {
-		op.done = make(chan struct{})
-		s.queue = append(s.queue, op)
-		s.queueMu.Unlock()
 	}
 	select {
 	case <-op.done:

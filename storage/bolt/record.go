@@ -68,11 +68,12 @@ func decodeRecord(b []byte) (record, error) {
 	if b[0] != formatV1 {
 		return record{}, fmt.Errorf("%w 0x%02x", errFormat, b[0])
 	}
-	if binary.BigEndian.Uint64(b[versionOff:]) == 0 {
+	version := binary.BigEndian.Uint64(b[versionOff:])
+	if version == 0 {
 		return record{}, errVersion
 	}
 	return record{
-		version: binary.BigEndian.Uint64(b[versionOff:]),
+		version: version,
 		expiry:  int64(binary.BigEndian.Uint64(b[expiryOff:])),
 		value:   b[headerLen:],
 	}, nil

@@ -101,9 +101,9 @@ func checkPrefix(p string) error {
 
 // Get returns the record stored under key with one GET command (through a
 // ClusterClient that reads from replicas, one call of the GetTimed script,
-// which goes to the master). An absent,
-// expired or deleted key returns a Record with Version 0. A value under the
-// key that sluice did not write is an error wrapping storage.ErrCorrupt.
+// which goes to the master). An absent, expired or deleted key returns a
+// Record with Version 0. A value under the key that sluice did not write
+// is an error wrapping storage.ErrCorrupt.
 func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 	if s.getOnMaster {
 		rec, _, err := s.GetTimed(ctx, key)
