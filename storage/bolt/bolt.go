@@ -49,7 +49,9 @@ type config struct {
 }
 
 // WithBucket names the top-level bbolt bucket that holds the records. The
-// default is "sluice". An empty name is an error. Several stores may share
+// default is "sluice". An empty name is an error, and so is
+// "\x00sluice layouts", the bucket where this package notes which buckets
+// it created (see the package doc). Several stores may share
 // one file with different buckets; stores that share a bucket share their
 // records (and the limits kept in them).
 func WithBucket(name string) Option {
@@ -105,6 +107,8 @@ func configure(opts []Option) (config, error) {
 	switch {
 	case c.bucket == "":
 		return c, errors.New("empty bucket name")
+	case c.bucket == string(layoutsBucket):
+		return c, fmt.Errorf("bucket name %q is the one this package keeps the layouts of the others in", c.bucket)
 	case c.openTimeout <= 0:
 		return c, fmt.Errorf("open timeout %v is not positive", c.openTimeout)
 	case c.sweepInterval <= 0:
@@ -251,29 +255,34 @@ func New(db *bbolt.DB, opts ...Option) (*Store, error) {
 func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 	name := []byte(cfg.bucket)
 	err := db.Update(func(tx *bbolt.Tx) error {
+		layouts, err := tx.CreateBucketIfNotExists(layoutsBucket)
+		if err != nil {
+			return fmt.Errorf("bucket %q: %w", layoutsBucket, err)
+		}
 		b, err := tx.CreateBucketIfNotExists(name)
 		if err != nil {
 			return fmt.Errorf("bucket %q: %w", cfg.bucket, err)
 		}
-		mark := b.Get(markerKey)
-		if legacy := b.Get(legacyMarkerKey); mark == nil && legacy != nil && bytes.Equal(legacy, markerValue) {
-			// A file of an earlier release: move its marker out of the
-			// key space callers use.
-			if err := b.Delete(legacyMarkerKey); err != nil {
+		mark := layouts.Get(name)
+		if mark == nil {
+			// A new bucket, or one of an earlier release, whose marker is
+			// in the bucket: move it to the layouts bucket.
+			if mark, err = takeOldMarker(b); err != nil {
 				return err
 			}
-			if err := b.Put(markerKey, markerValue); err != nil {
-				return err
+			if mark == nil {
+				if k, _ := b.Cursor().First(); k != nil {
+					return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)
+				}
+				mark = markerValue
 			}
-			mark = markerValue
+			if bytes.Equal(mark, markerValue) {
+				if err := layouts.Put(name, markerValue); err != nil {
+					return fmt.Errorf("bucket %q: %w", layoutsBucket, err)
+				}
+			}
 		}
-		switch {
-		case mark == nil:
-			if k, _ := b.Cursor().First(); k != nil {
-				return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)
-			}
-			return b.Put(markerKey, markerValue)
-		case !bytes.Equal(mark, markerValue):
+		if !bytes.Equal(mark, markerValue) {
 			return fmt.Errorf("bucket %q has an unknown layout %q: %w", cfg.bucket, mark, storage.ErrCorrupt)
 		}
 		return nil
@@ -291,6 +300,27 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 	s.wg.Add(1)
 	go s.janitor()
 	return s, nil
+}
+
+// takeOldMarker removes the marker that earlier releases kept in the
+// records' bucket b and returns a copy of it, or nil if b has none. The
+// marker under legacyMarkerKey, a key callers may use, is taken only when
+// it holds markerValue (a record there does not) and there is none under
+// markerKey.
+func takeOldMarker(b *bbolt.Bucket) ([]byte, error) {
+	key := markerKey
+	mark := b.Get(key)
+	if mark == nil {
+		key = legacyMarkerKey
+		if mark = b.Get(key); !bytes.Equal(mark, markerValue) {
+			return nil, nil
+		}
+	}
+	mark = bytes.Clone(mark)
+	if err := b.Delete(key); err != nil {
+		return nil, fmt.Errorf("marker of an earlier release: %w", err)
+	}
+	return mark, nil
 }
 
 // Get returns the record under key, reading it in a read-only transaction.

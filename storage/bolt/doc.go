@@ -61,12 +61,16 @@
 // bbolt finds its pages damaged (bbolt panics on some damaged files; Open
 // recovers and reports it, though the file stays locked until the garbage
 // collector closes bbolt's handle), or when the bucket holds data not
-// written by this package (it writes a marker into the bucket it creates,
-// under a key longer than storage.MaxKeyLen, so that every key a caller may
-// use is free), and wrapping the operating system's error for a path it
-// cannot create (fs.ErrNotExist for a missing directory). A file of an
-// earlier release, whose marker was under the key "\x00sluice", has its
-// marker moved when it is opened; such a release then no longer opens it.
+// written by this package, and wrapping the operating system's error for
+// a path it cannot create (fs.ErrNotExist for a missing directory). To
+// recognise its buckets, the package notes each one it creates in a
+// top-level bucket of its own, "\x00sluice layouts", under the bucket's
+// name; the records' bucket holds only records, so every key a caller may
+// use is free, and a bucket of a few records stays small enough for bbolt
+// to keep inside its parent's page, which saves a page per write. Earlier
+// releases kept that marker inside the records' bucket (under "\x00sluice",
+// later under a key longer than storage.MaxKeyLen); Open and New move it
+// when they open such a file, and those releases then no longer open it.
 //
 // Errors of the Store methods name the operation and the key, such as
 // `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a

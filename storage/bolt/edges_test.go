@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -309,23 +311,12 @@ func TestMarkerKeyIsAUsableKey(t *testing.T) {
 func TestLegacyMarkerMoves(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "legacy.db")
-	db, err := bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucket([]byte(defaultBucket))
-		if err != nil {
-			return err
-		}
+	writeFile(t, path, func(_ *bbolt.Tx, b *bbolt.Bucket) error {
 		if err := b.Put([]byte("\x00sluice"), markerValue); err != nil {
 			return err
 		}
 		return b.Put([]byte("k"), encodeRecord(7, time.Now().Add(time.Hour).UnixNano(), []byte("old")))
 	})
-	if err := errors.Join(err, db.Close()); err != nil {
-		t.Fatal(err)
-	}
 	s := mustOpen(t, path)
 	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 7 || string(rec.Value) != "old" {
 		t.Fatalf("Get(k) in a file of an earlier release = %+v, %v; want version 7, \"old\"", rec, err)
@@ -335,6 +326,131 @@ func TestLegacyMarkerMoves(t *testing.T) {
 	}
 	if _, ok, err := s.CompareAndSwap(ctx, "\x00sluice", 0, []byte("v"), time.Hour); err != nil || !ok {
 		t.Fatalf("CompareAndSwap on the old marker key = %t, %v; want a swap", ok, err)
+	}
+}
+
+// writeFile makes a bbolt file at path with the default bucket, filled by
+// fill, as an earlier release or another program would have left it.
+func writeFile(t *testing.T, path string, fill func(tx *bbolt.Tx, b *bbolt.Bucket) error) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucket([]byte(defaultBucket))
+		if err != nil {
+			return err
+		}
+		return fill(tx, b)
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A file of the release before the layouts bucket, with the marker in the
+// records' bucket under a key longer than any caller's, opens with its
+// records, and the marker moves to the layouts bucket.
+func TestInBucketMarkerMoves(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "layout1.db")
+	writeFile(t, path, func(_ *bbolt.Tx, b *bbolt.Bucket) error {
+		if err := b.Put(markerKey, markerValue); err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), encodeRecord(7, time.Now().Add(time.Hour).UnixNano(), []byte("old")))
+	})
+	s := mustOpen(t, path)
+	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 7 || string(rec.Value) != "old" {
+		t.Fatalf("Get(k) in a file of an earlier release = %+v, %v; want version 7, \"old\"", rec, err)
+	}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(s.bucket).Get(markerKey); v != nil {
+			return fmt.Errorf("the records' bucket still holds the marker %q", v)
+		}
+		if v := tx.Bucket(layoutsBucket).Get(s.bucket); !bytes.Equal(v, markerValue) {
+			return fmt.Errorf("layouts bucket holds %q under %q, want %q", v, s.bucket, markerValue)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, path) // and opens again from the layouts bucket
+	if rec, err := s.Get(ctx, "k"); err != nil || rec.Version != 7 {
+		t.Fatalf("Get(k) after the second open = %+v, %v; want version 7", rec, err)
+	}
+}
+
+// A marker naming a layout this release does not know, where an earlier
+// release kept it or in the layouts bucket, fails Open with ErrCorrupt and
+// changes nothing in the file.
+func TestUnknownLayout(t *testing.T) {
+	other := []byte("sluice bolt layout 99")
+	for name, write := range map[string]func(tx *bbolt.Tx, b *bbolt.Bucket) error{
+		"in the records' bucket": func(_ *bbolt.Tx, b *bbolt.Bucket) error { return b.Put(markerKey, other) },
+		"in the layouts bucket": func(tx *bbolt.Tx, _ *bbolt.Bucket) error {
+			l, err := tx.CreateBucket(layoutsBucket)
+			if err != nil {
+				return err
+			}
+			return l.Put([]byte(defaultBucket), other)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "future.db")
+			writeFile(t, path, func(tx *bbolt.Tx, b *bbolt.Bucket) error {
+				if err := write(tx, b); err != nil {
+					return err
+				}
+				return b.Put([]byte("k"), []byte("a record of that layout"))
+			})
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(path)
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("Open of a bucket of an unknown layout succeeded")
+			}
+			if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "unknown layout") {
+				t.Errorf("Open = %v; want an unknown layout, wrapping storage.ErrCorrupt", err)
+			}
+			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+				t.Errorf("the file changed after the failed Open (%v)", err)
+			}
+		})
+	}
+}
+
+// The records' bucket holds nothing but records: with a few of them bbolt
+// keeps it inline in its parent's page, so a write commits one page less
+// than it would to a bucket of its own pages.
+func TestSmallBucketStaysInline(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, filepath.Join(t.TempDir(), "inline.db"), WithNoSync())
+	for i := range 3 {
+		if _, _, err := s.CompareAndSwap(ctx, fmt.Sprintf("user:%d", i), 0, []byte("state"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(s.bucket)
+		if n := b.Stats().KeyN; n != 3 {
+			return fmt.Errorf("the records' bucket holds %d keys, want the 3 records", n)
+		}
+		if root := b.Root(); root != 0 {
+			return fmt.Errorf("the records' bucket has its own root page %d; want it inline", root)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

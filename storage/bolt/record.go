@@ -28,18 +28,25 @@ const (
 	expiryOff       = 9
 )
 
-// markerKey is written into the bucket when the store creates it, so that
-// a bucket filled by someone else is recognised at open time. It is longer
-// than storage.MaxKeyLen, so no key a caller may use is this one (keys may
-// hold any bytes, NUL included); the marker's value, not in the record
-// layout, is skipped by the sweep.
+// layoutsBucket is a top-level bucket beside the records' buckets: under
+// the name of each bucket this package created it holds markerValue, so
+// that a bucket filled by someone else is recognised at open time. Kept
+// outside the records' bucket, the marker takes no key a caller may use,
+// and a bucket of a few records stays small enough for bbolt to inline it
+// into its parent's page, so that each write to it commits one page fewer.
+var layoutsBucket = []byte("\x00sluice layouts")
+
+// markerKey is where releases before the layouts bucket kept the marker:
+// in the records' bucket, under a key longer than storage.MaxKeyLen. start
+// moves it to the layouts bucket.
 var markerKey = append([]byte("\x00sluice marker\x00"), make([]byte, storage.MaxKeyLen)...)
 
-// legacyMarkerKey is where files written by earlier releases keep the
-// marker; start moves it to markerKey, freeing the key for callers.
+// legacyMarkerKey is where the earliest releases kept the marker, in the
+// records' bucket; start moves it to the layouts bucket, freeing the key
+// for callers.
 var legacyMarkerKey = []byte("\x00sluice")
 
-// markerValue names the layout this file holds.
+// markerValue names the layout of the records in a bucket.
 var markerValue = []byte("sluice bolt layout 1")
 
 var (

@@ -69,7 +69,7 @@ func (s *Store) sweep() (int, error) {
 
 // findExpired returns copies of the keys of expired records from from on,
 // and the key to resume at (nil at the end of the bucket). Values not in
-// this package's layout, the marker and nested buckets are left alone.
+// this package's layout and nested buckets are left alone.
 func (s *Store) findExpired(from []byte, now int64) (doomed [][]byte, next []byte, err error) {
 	err = s.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(s.bucket)
