@@ -229,7 +229,9 @@ func openError(path string, timeout time.Duration, err error) error {
 // is, MaxBatchDelay and NoSync included.
 //
 // Several stores may share one db; stores over the same bucket see each
-// other's writes, atomically.
+// other's writes, atomically. Besides the records' bucket, New creates the
+// top-level bucket "\x00sluice layouts", where the package notes the
+// buckets it made (see the package doc).
 func New(db *bbolt.DB, opts ...Option) (*Store, error) {
 	if db == nil {
 		return nil, errors.New("bolt: new: nil *bbolt.DB")
@@ -263,27 +265,29 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 		if err != nil {
 			return fmt.Errorf("bucket %q: %w", cfg.bucket, err)
 		}
+		if k, v := layouts.Cursor().Seek(name); bytes.Equal(k, name) && v == nil {
+			return fmt.Errorf("bucket %q holds a nested bucket under %q: %w", layoutsBucket, cfg.bucket, storage.ErrCorrupt)
+		}
 		mark := layouts.Get(name)
-		if mark == nil {
-			// A new bucket, or one of an earlier release, whose marker is
-			// in the bucket: move it to the layouts bucket.
-			if mark, err = takeOldMarker(b); err != nil {
-				return err
-			}
-			if mark == nil {
-				if k, _ := b.Cursor().First(); k != nil {
-					return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)
-				}
-				mark = markerValue
-			}
-			if bytes.Equal(mark, markerValue) {
-				if err := layouts.Put(name, markerValue); err != nil {
-					return fmt.Errorf("bucket %q: %w", layoutsBucket, err)
-				}
+		// A marker in the bucket is that of an earlier release: of a file
+		// not migrated yet, or written again by such a release that opened
+		// the file while its bucket was empty. It goes in either case.
+		old, err := takeOldMarker(b)
+		if err != nil {
+			return err
+		}
+		for _, m := range [][]byte{mark, old} {
+			if m != nil && !bytes.Equal(m, markerValue) {
+				return fmt.Errorf("bucket %q has an unknown layout %q: %w", cfg.bucket, m, storage.ErrCorrupt)
 			}
 		}
-		if !bytes.Equal(mark, markerValue) {
-			return fmt.Errorf("bucket %q has an unknown layout %q: %w", cfg.bucket, mark, storage.ErrCorrupt)
+		if mark == nil {
+			if k, _ := b.Cursor().First(); old == nil && k != nil {
+				return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)
+			}
+			if err := layouts.Put(name, markerValue); err != nil {
+				return fmt.Errorf("bucket %q: %w", layoutsBucket, err)
+			}
 		}
 		return nil
 	})
@@ -305,8 +309,8 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 // takeOldMarker removes the marker that earlier releases kept in the
 // records' bucket b and returns a copy of it, or nil if b has none. The
 // marker under legacyMarkerKey, a key callers may use, is taken only when
-// it holds markerValue (a record there does not) and there is none under
-// markerKey.
+// it holds markerValue (a record never does: it starts with its format
+// byte) and there is none under markerKey.
 func takeOldMarker(b *bbolt.Bucket) ([]byte, error) {
 	key := markerKey
 	mark := b.Get(key)

@@ -70,7 +70,12 @@
 // to keep inside its parent's page, which saves a page per write. Earlier
 // releases kept that marker inside the records' bucket (under "\x00sluice",
 // later under a key longer than storage.MaxKeyLen); Open and New move it
-// when they open such a file, and those releases then no longer open it.
+// when they open such a file. Such a release then refuses the file while
+// its bucket holds records (with an empty bucket it writes its marker
+// again, which the next Open moves). A program that deletes a store's
+// bucket by hand should delete its name from "\x00sluice layouts" too:
+// otherwise a bucket of that name that someone else fills later is taken
+// for this package's.
 //
 // Errors of the Store methods name the operation and the key, such as
 // `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a

@@ -329,8 +329,9 @@ func TestLegacyMarkerMoves(t *testing.T) {
 	}
 }
 
-// writeFile makes a bbolt file at path with the default bucket, filled by
-// fill, as an earlier release or another program would have left it.
+// writeFile makes or opens a bbolt file at path and fills its default
+// bucket (made if absent) with fill, as an earlier release or another
+// program would have left it.
 func writeFile(t *testing.T, path string, fill func(tx *bbolt.Tx, b *bbolt.Bucket) error) {
 	t.Helper()
 	db, err := bbolt.Open(path, 0o600, nil)
@@ -338,7 +339,7 @@ func writeFile(t *testing.T, path string, fill func(tx *bbolt.Tx, b *bbolt.Bucke
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucket([]byte(defaultBucket))
+		b, err := tx.CreateBucketIfNotExists([]byte(defaultBucket))
 		if err != nil {
 			return err
 		}
@@ -386,9 +387,44 @@ func TestInBucketMarkerMoves(t *testing.T) {
 	}
 }
 
+// An earlier release that opens a migrated file whose bucket is empty
+// writes its marker there again; the next Open takes it out, so that the
+// key is a caller's again and a small bucket stays inline.
+func TestMarkerWrittenAgainByAnEarlierRelease(t *testing.T) {
+	ctx := context.Background()
+	for name, key := range map[string][]byte{"first release": legacyMarkerKey, "previous release": markerKey} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "again.db")
+			if err := mustOpen(t, path).Close(); err != nil {
+				t.Fatal(err)
+			}
+			// What such a release's Open does to an empty bucket.
+			writeFile(t, path, func(_ *bbolt.Tx, b *bbolt.Bucket) error { return b.Put(key, markerValue) })
+			s := mustOpen(t, path)
+			if _, ok, err := s.CompareAndSwap(ctx, string(legacyMarkerKey), 0, []byte("v"), time.Hour); err != nil || !ok {
+				t.Fatalf("CompareAndSwap(%q, 0) = %t, %v; want a swap", legacyMarkerKey, ok, err)
+			}
+			err := s.db.View(func(tx *bbolt.Tx) error {
+				b := tx.Bucket(s.bucket)
+				if v := b.Get(markerKey); v != nil {
+					return errors.New("the records' bucket still holds the previous release's marker")
+				}
+				if b.Root() != 0 {
+					return errors.New("the records' bucket of one record is not inline")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // A marker naming a layout this release does not know, where an earlier
-// release kept it or in the layouts bucket, fails Open with ErrCorrupt and
-// changes nothing in the file.
+// release kept it or in the layouts bucket, or anything but a marker in
+// the layouts bucket, fails Open with ErrCorrupt and changes nothing in
+// the file.
 func TestUnknownLayout(t *testing.T) {
 	other := []byte("sluice bolt layout 99")
 	for name, write := range map[string]func(tx *bbolt.Tx, b *bbolt.Bucket) error{
@@ -400,12 +436,33 @@ func TestUnknownLayout(t *testing.T) {
 			}
 			return l.Put([]byte(defaultBucket), other)
 		},
+		"in the records' bucket, beside a known one in the layouts bucket": func(tx *bbolt.Tx, b *bbolt.Bucket) error {
+			l, err := tx.CreateBucket(layoutsBucket)
+			if err != nil {
+				return err
+			}
+			if err := l.Put([]byte(defaultBucket), markerValue); err != nil {
+				return err
+			}
+			return b.Put(markerKey, other)
+		},
+		"a nested bucket in the layouts bucket": func(tx *bbolt.Tx, _ *bbolt.Bucket) error {
+			l, err := tx.CreateBucket(layoutsBucket)
+			if err != nil {
+				return err
+			}
+			_, err = l.CreateBucket([]byte(defaultBucket))
+			return err
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "future.db")
 			writeFile(t, path, func(tx *bbolt.Tx, b *bbolt.Bucket) error {
 				if err := write(tx, b); err != nil {
 					return err
+				}
+				if strings.Contains(name, "nested") {
+					return nil // an empty bucket: only the layouts bucket is wrong
 				}
 				return b.Put([]byte("k"), []byte("a record of that layout"))
 			})
@@ -418,8 +475,8 @@ func TestUnknownLayout(t *testing.T) {
 				_ = s.Close()
 				t.Fatal("Open of a bucket of an unknown layout succeeded")
 			}
-			if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "unknown layout") {
-				t.Errorf("Open = %v; want an unknown layout, wrapping storage.ErrCorrupt", err)
+			if !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), defaultBucket) {
+				t.Errorf("Open = %v; want an error naming the bucket, wrapping storage.ErrCorrupt", err)
 			}
 			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
 				t.Errorf("the file changed after the failed Open (%v)", err)
