@@ -274,7 +274,7 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 		// the file while its bucket was empty. It goes in either case.
 		old, err := takeOldMarker(b)
 		if err != nil {
-			return err
+			return fmt.Errorf("bucket %q: %w", cfg.bucket, err)
 		}
 		for _, m := range [][]byte{mark, old} {
 			if m != nil && !bytes.Equal(m, markerValue) {
@@ -306,23 +306,30 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 	return s, nil
 }
 
-// takeOldMarker removes the marker that earlier releases kept in the
-// records' bucket b and returns a copy of it, or nil if b has none. The
-// marker under legacyMarkerKey, a key callers may use, is taken only when
-// it holds markerValue (a record never does: it starts with its format
-// byte) and there is none under markerKey.
+// takeOldMarker removes the markers that earlier releases kept in the
+// records' bucket b and returns a copy of the one found, or nil if b has
+// none. The marker under legacyMarkerKey, a key callers may use, is taken
+// only when it holds markerValue, which a record never does (a record
+// starts with its format byte). A nested bucket under markerKey, which no
+// caller can write, is an unknown layout.
 func takeOldMarker(b *bbolt.Bucket) ([]byte, error) {
-	key := markerKey
-	mark := b.Get(key)
-	if mark == nil {
-		key = legacyMarkerKey
-		if mark = b.Get(key); !bytes.Equal(mark, markerValue) {
-			return nil, nil
+	if b.Bucket(markerKey) != nil {
+		return nil, fmt.Errorf("a nested bucket where earlier releases kept the layout marker: %w", storage.ErrCorrupt)
+	}
+	var mark []byte
+	if v := b.Get(markerKey); v != nil {
+		mark = bytes.Clone(v)
+		if err := b.Delete(markerKey); err != nil {
+			return nil, fmt.Errorf("marker of an earlier release: %w", err)
 		}
 	}
-	mark = bytes.Clone(mark)
-	if err := b.Delete(key); err != nil {
-		return nil, fmt.Errorf("marker of an earlier release: %w", err)
+	if bytes.Equal(b.Get(legacyMarkerKey), markerValue) {
+		if err := b.Delete(legacyMarkerKey); err != nil {
+			return nil, fmt.Errorf("marker of an earlier release: %w", err)
+		}
+		if mark == nil {
+			mark = bytes.Clone(markerValue)
+		}
 	}
 	return mark, nil
 }

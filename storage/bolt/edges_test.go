@@ -392,14 +392,25 @@ func TestInBucketMarkerMoves(t *testing.T) {
 // key is a caller's again and a small bucket stays inline.
 func TestMarkerWrittenAgainByAnEarlierRelease(t *testing.T) {
 	ctx := context.Background()
-	for name, key := range map[string][]byte{"first release": legacyMarkerKey, "previous release": markerKey} {
+	for name, marked := range map[string][][]byte{
+		"first release":    {legacyMarkerKey},
+		"previous release": {markerKey},
+		"both":             {legacyMarkerKey, markerKey},
+	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "again.db")
 			if err := mustOpen(t, path).Close(); err != nil {
 				t.Fatal(err)
 			}
 			// What such a release's Open does to an empty bucket.
-			writeFile(t, path, func(_ *bbolt.Tx, b *bbolt.Bucket) error { return b.Put(key, markerValue) })
+			writeFile(t, path, func(_ *bbolt.Tx, b *bbolt.Bucket) error {
+				for _, key := range marked {
+					if err := b.Put(key, markerValue); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 			s := mustOpen(t, path)
 			if _, ok, err := s.CompareAndSwap(ctx, string(legacyMarkerKey), 0, []byte("v"), time.Hour); err != nil || !ok {
 				t.Fatalf("CompareAndSwap(%q, 0) = %t, %v; want a swap", legacyMarkerKey, ok, err)
@@ -445,6 +456,17 @@ func TestUnknownLayout(t *testing.T) {
 				return err
 			}
 			return b.Put(markerKey, other)
+		},
+		"a nested bucket where the previous release kept its marker": func(tx *bbolt.Tx, b *bbolt.Bucket) error {
+			l, err := tx.CreateBucket(layoutsBucket)
+			if err != nil {
+				return err
+			}
+			if err := l.Put([]byte(defaultBucket), markerValue); err != nil {
+				return err
+			}
+			_, err = b.CreateBucket(markerKey)
+			return err
 		},
 		"a nested bucket in the layouts bucket": func(tx *bbolt.Tx, _ *bbolt.Bucket) error {
 			l, err := tx.CreateBucket(layoutsBucket)
