@@ -48,6 +48,20 @@
 // so a key never sees a version again, also after Delete, expiry or a
 // restart.
 //
+// To recognise its buckets, the package notes each one it creates in a
+// top-level bucket of its own, "\x00sluice layouts", under the bucket's
+// name. The records' bucket holds only records, so every key a caller may
+// use is free, and a bucket of a few records stays small enough for bbolt
+// to keep inside its parent's page, which saves a page per write. Earlier
+// releases kept that marker inside the records' bucket (under "\x00sluice",
+// later under a key longer than storage.MaxKeyLen); Open and New move it
+// when they open such a file. Such a release then refuses the file while
+// its bucket holds records (with an empty bucket it writes its marker
+// again, which the next Open moves). A program that deletes a store's
+// bucket by hand should delete its name from "\x00sluice layouts" too:
+// otherwise a bucket of that name that someone else fills later is taken
+// for this package's.
+//
 // A record whose expiry has passed reads as absent at once. A janitor
 // goroutine removes expired records every minute (WithSweepInterval), in
 // read transactions of at most 10,000 records and write transactions of at
@@ -61,21 +75,9 @@
 // bbolt finds its pages damaged (bbolt panics on some damaged files; Open
 // recovers and reports it, though the file stays locked until the garbage
 // collector closes bbolt's handle), or when the bucket holds data not
-// written by this package, and wrapping the operating system's error for
-// a path it cannot create (fs.ErrNotExist for a missing directory). To
-// recognise its buckets, the package notes each one it creates in a
-// top-level bucket of its own, "\x00sluice layouts", under the bucket's
-// name; the records' bucket holds only records, so every key a caller may
-// use is free, and a bucket of a few records stays small enough for bbolt
-// to keep inside its parent's page, which saves a page per write. Earlier
-// releases kept that marker inside the records' bucket (under "\x00sluice",
-// later under a key longer than storage.MaxKeyLen); Open and New move it
-// when they open such a file. Such a release then refuses the file while
-// its bucket holds records (with an empty bucket it writes its marker
-// again, which the next Open moves). A program that deletes a store's
-// bucket by hand should delete its name from "\x00sluice layouts" too:
-// otherwise a bucket of that name that someone else fills later is taken
-// for this package's.
+// written by this package or is marked with a layout this release does
+// not know, and wrapping the operating system's error for a path it
+// cannot create (fs.ErrNotExist for a missing directory).
 //
 // Errors of the Store methods name the operation and the key, such as
 // `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a
