@@ -265,7 +265,7 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 		if err != nil {
 			return fmt.Errorf("bucket %q: %w", cfg.bucket, err)
 		}
-		if k, v := layouts.Cursor().Seek(name); bytes.Equal(k, name) && v == nil {
+		if layouts.Bucket(name) != nil {
 			return fmt.Errorf("bucket %q holds a nested bucket under %q: %w", layoutsBucket, cfg.bucket, storage.ErrCorrupt)
 		}
 		mark := layouts.Get(name)
@@ -282,7 +282,7 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 			}
 		}
 		if mark == nil {
-			if k, _ := b.Cursor().First(); old == nil && k != nil {
+			if k, _ := b.Cursor().First(); k != nil && old == nil {
 				return fmt.Errorf("bucket %q holds data not written by sluice: %w", cfg.bucket, storage.ErrCorrupt)
 			}
 			if err := layouts.Put(name, markerValue); err != nil {

@@ -438,53 +438,47 @@ func TestMarkerWrittenAgainByAnEarlierRelease(t *testing.T) {
 // the file.
 func TestUnknownLayout(t *testing.T) {
 	other := []byte("sluice bolt layout 99")
-	for name, write := range map[string]func(tx *bbolt.Tx, b *bbolt.Bucket) error{
-		"in the records' bucket": func(_ *bbolt.Tx, b *bbolt.Bucket) error { return b.Put(markerKey, other) },
-		"in the layouts bucket": func(tx *bbolt.Tx, _ *bbolt.Bucket) error {
-			l, err := tx.CreateBucket(layoutsBucket)
-			if err != nil {
-				return err
-			}
-			return l.Put([]byte(defaultBucket), other)
-		},
-		"in the records' bucket, beside a known one in the layouts bucket": func(tx *bbolt.Tx, b *bbolt.Bucket) error {
-			l, err := tx.CreateBucket(layoutsBucket)
-			if err != nil {
-				return err
-			}
-			if err := l.Put([]byte(defaultBucket), markerValue); err != nil {
+	// layout notes the default bucket under value in the layouts bucket.
+	layout := func(tx *bbolt.Tx, value []byte) error {
+		l, err := tx.CreateBucket(layoutsBucket)
+		if err != nil {
+			return err
+		}
+		return l.Put([]byte(defaultBucket), value)
+	}
+	for name, tc := range map[string]struct {
+		write func(tx *bbolt.Tx, b *bbolt.Bucket) error
+		empty bool // no record in the bucket, so that nothing else is wrong
+	}{
+		"in the records' bucket": {write: func(_ *bbolt.Tx, b *bbolt.Bucket) error { return b.Put(markerKey, other) }},
+		"in the layouts bucket":  {write: func(tx *bbolt.Tx, _ *bbolt.Bucket) error { return layout(tx, other) }},
+		"in the records' bucket, beside a known one in the layouts bucket": {write: func(tx *bbolt.Tx, b *bbolt.Bucket) error {
+			if err := layout(tx, markerValue); err != nil {
 				return err
 			}
 			return b.Put(markerKey, other)
-		},
-		"a nested bucket where the previous release kept its marker": func(tx *bbolt.Tx, b *bbolt.Bucket) error {
-			l, err := tx.CreateBucket(layoutsBucket)
-			if err != nil {
+		}},
+		"a nested bucket where the previous release kept its marker": {empty: true, write: func(tx *bbolt.Tx, b *bbolt.Bucket) error {
+			if err := layout(tx, markerValue); err != nil {
 				return err
 			}
-			if err := l.Put([]byte(defaultBucket), markerValue); err != nil {
-				return err
-			}
-			_, err = b.CreateBucket(markerKey)
+			_, err := b.CreateBucket(markerKey)
 			return err
-		},
-		"a nested bucket in the layouts bucket": func(tx *bbolt.Tx, _ *bbolt.Bucket) error {
+		}},
+		"a nested bucket in the layouts bucket": {empty: true, write: func(tx *bbolt.Tx, _ *bbolt.Bucket) error {
 			l, err := tx.CreateBucket(layoutsBucket)
 			if err != nil {
 				return err
 			}
 			_, err = l.CreateBucket([]byte(defaultBucket))
 			return err
-		},
+		}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "future.db")
 			writeFile(t, path, func(tx *bbolt.Tx, b *bbolt.Bucket) error {
-				if err := write(tx, b); err != nil {
+				if err := tc.write(tx, b); err != nil || tc.empty {
 					return err
-				}
-				if strings.Contains(name, "nested") {
-					return nil // an empty bucket: only the layouts bucket is wrong
 				}
 				return b.Put([]byte("k"), []byte("a record of that layout"))
 			})
