@@ -24,4 +24,8 @@ type Decision struct {
 	// would have denied; the other fields then describe the denial, and
 	// nothing was taken.
 	DryRun bool
+	// Fallback is set when the store failed and the limiter's fallback
+	// (WithFallback) decided instead; the other fields then describe the
+	// fallback's buckets (see Limiter.Fallback), not the limiter's.
+	Fallback bool
 }

@@ -121,8 +121,10 @@
 //     disagree share a limit only as exactly as their clocks agree; time
 //     going backwards refills nothing.
 //   - Changing the buckets of a limiter named with WithName starts every
-//     key afresh (full): its keys are stored under a fingerprint of the
-//     buckets, so old and new limits never overwrite each other.
+//     key afresh (full): its keys are stored under a 32-bit fingerprint
+//     of the buckets, so old and new limits do not overwrite each other
+//     (but for the one-in-2^32 chance that both lists share it; see
+//     WithName).
 //   - Keys reach the store in plain text: hash them if they identify
 //     people.
 package limiter

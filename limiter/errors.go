@@ -4,7 +4,9 @@ import "errors"
 
 // Errors returned by New for a configuration that cannot work.
 var (
-	// ErrNilStore is returned by New when the store is nil.
+	// ErrNilStore is returned by New when the store is nil, and by the
+	// methods of a zero Limiter, which has no store: make Limiters with
+	// New.
 	ErrNilStore = errors.New("limiter: nil store")
 	// ErrInvalidBucket is returned by New when there are no buckets, more
 	// than MaxBuckets, a bucket outside the bounds of Bucket, or the same

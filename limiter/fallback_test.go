@@ -35,9 +35,10 @@ func TestResetWithFallback(t *testing.T) {
 	}
 }
 
-// TestFallbackNotAskedWhenContextEnded: a caller whose context has ended
-// gets the store's error, as without a fallback, and the fallback limiter
-// is not asked, for AllowN as for Refund.
+// TestFallbackNotAskedWhenContextEnded: a caller whose context ends during
+// a failed store call gets the store's error, as without a fallback; one
+// whose context ended before the call gets ctx.Err() as it is. The
+// fallback limiter is asked in neither case, for AllowN as for Refund.
 func TestFallbackNotAskedWhenContextEnded(t *testing.T) {
 	mem := memory.New()
 	defer mem.Close()
@@ -48,13 +49,20 @@ func TestFallbackNotAskedWhenContextEnded(t *testing.T) {
 	}
 	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local))
 	fs.FailAll(storage.ErrUnavailable)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := lim.Allow(ctx, "k"); !errors.Is(err, storage.ErrUnavailable) {
-		t.Errorf("Allow with an ended context and the store down = %v, want the store's storage.ErrUnavailable", err)
+	calls := map[string]func(ctx context.Context) error{
+		"Allow":  func(ctx context.Context) error { _, err := lim.Allow(ctx, "k"); return err },
+		"Refund": func(ctx context.Context) error { return lim.Refund(ctx, "k", 1) },
 	}
-	if err := lim.Refund(ctx, "k", 1); !errors.Is(err, storage.ErrUnavailable) {
-		t.Errorf("Refund with an ended context and the store down = %v, want the store's storage.ErrUnavailable", err)
+	for name, call := range calls {
+		ctx, cancel := context.WithCancel(context.Background())
+		fs.Hook(func(faultstore.Op, string) { cancel() }) // the context ends in the store call
+		if err := call(ctx); !errors.Is(err, storage.ErrUnavailable) {
+			t.Errorf("%s, the context ending in a failed store call: %v, want the store's storage.ErrUnavailable", name, err)
+		}
+		fs.Hook(nil)
+		if err := call(ctx); err != context.Canceled {
+			t.Errorf("%s with a context ended before the call: %v, want context.Canceled", name, err)
+		}
 	}
 	if got := lfs.Calls(); got != (faultstore.Counts{}) {
 		t.Errorf("the fallback's store was called %+v for a caller whose context had ended, want never", got)

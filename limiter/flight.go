@@ -46,6 +46,11 @@ func (l *Limiter) do(ctx context.Context, key string, o op, d *Decision) (stats,
 // can only be a denial, otherwise in a flight of its own or in the batch
 // of another call's.
 func (l *Limiter) remote(ctx context.Context, key string, o op) (Decision, stats, error) {
+	// A done context fails the call before the cache can answer it, as it
+	// does before any store call.
+	if err := ctx.Err(); err != nil {
+		return Decision{}, stats{}, err
+	}
 	// The clock is read before the key's lock is taken, to keep the lock
 	// short; a caller that then finds a later time stored sees no refill,
 	// as if its clock lagged.

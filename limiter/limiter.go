@@ -31,6 +31,8 @@ const maxAttempts = 32
 // A Limiter is safe for concurrent use by any number of goroutines, and
 // limiters in many processes may share one store: the package
 // documentation explains how one compare-and-swap decides each call.
+// Make Limiters with New: the methods of a zero Limiter return an error
+// wrapping ErrNilStore.
 type Limiter struct {
 	store   storage.Store
 	timed   storage.TimedStore   // set with WithStoreClock
@@ -141,6 +143,10 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 // Buckets returns the limiter's buckets in its canonical order (by
 // Period, then Capacity).
 func (l *Limiter) Buckets() []Bucket { return slices.Clone(l.rules) }
+
+// Fallback returns the limiter given to WithFallback, or nil. Its
+// Decisions come back with Fallback set, and describe its own buckets.
+func (l *Limiter) Fallback() *Limiter { return l.fallback }
 
 // Allow is shorthand for AllowN(ctx, key, 1).
 func (l *Limiter) Allow(ctx context.Context, key string) (d Decision, err error) {
@@ -350,6 +356,7 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 	if err != nil {
 		return Decision{}, err
 	}
+	d.Fallback = true
 	if l.observer != nil {
 		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
 			StoreCalls: st.calls, Retries: st.retries, Fallback: true, DryRun: l.dryRun})
@@ -458,6 +465,9 @@ func (l *Limiter) cas(ctx context.Context, storeKey string, expected uint64, val
 
 // checkKey validates a key.
 func (l *Limiter) checkKey(key string) error {
+	if l.rules == nil {
+		return fmt.Errorf("%w: a zero Limiter; make one with New", ErrNilStore)
+	}
 	if key == "" {
 		return fmt.Errorf("%w: empty key", ErrInvalidKey)
 	}

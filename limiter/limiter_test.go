@@ -65,6 +65,7 @@ func TestNewRejects(t *testing.T) {
 		{"nil clock pointer", mem, ok, []limiter.Option{limiter.WithClock((*fakeclock.Clock)(nil))}, limiter.ErrInvalidOption},
 		{"nil observer pointer", mem, ok, []limiter.Option{limiter.WithObserver((*recorder)(nil))}, limiter.ErrInvalidOption},
 		{"negative cache", mem, ok, []limiter.Option{limiter.WithCacheSize(-1)}, limiter.ErrInvalidOption},
+		{"zero Limiter as the fallback", mem, ok, []limiter.Option{limiter.WithFallback(&limiter.Limiter{})}, limiter.ErrInvalidOption},
 	} {
 		lim, err := limiter.New(c.store, c.buckets, c.opts...)
 		if !errors.Is(err, c.want) || lim != nil {
@@ -207,6 +208,62 @@ func TestHotKeyOneStoreCall(t *testing.T) {
 	}
 	if got, want := fs.Calls(), (faultstore.Counts{CAS: 1}); got != want {
 		t.Errorf("the call after the refill made %+v store calls, want %+v", got, want)
+	}
+}
+
+// TestZeroLimiter: the methods of a Limiter not made by New fail with
+// ErrNilStore rather than panic.
+func TestZeroLimiter(t *testing.T) {
+	var lim limiter.Limiter
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"Allow":  func() error { _, err := lim.Allow(ctx, "k"); return err },
+		"AllowN": func() error { _, err := lim.AllowN(ctx, "k", 1); return err },
+		"Peek":   func() error { _, err := lim.Peek(ctx, "k"); return err },
+		"Wait":   func() error { return lim.Wait(ctx, "k") },
+		"Refund": func() error { return lim.Refund(ctx, "k", 1) },
+		"Reset":  func() error { return lim.Reset(ctx, "k") },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, limiter.ErrNilStore) {
+			t.Errorf("%s on a zero Limiter: %v, want ErrNilStore", name, err)
+		}
+	}
+	if b := lim.Buckets(); len(b) != 0 {
+		t.Errorf("Buckets of a zero Limiter: %v, want none", b)
+	}
+	if f := lim.Fallback(); f != nil {
+		t.Errorf("Fallback of a zero Limiter: %p, want nil", f)
+	}
+}
+
+// TestDoneContextBeforeCachedDenial: a context done before the call fails
+// it with ctx.Err() as it is, also on a key the cache could deny without
+// the store.
+func TestDoneContextBeforeCachedDenial(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 2, Period: time.Hour}})
+	if d, err := lim.AllowN(context.Background(), "k", 2); err != nil || !d.Allowed {
+		t.Fatalf("draining the key: %+v, %v", d, err)
+	}
+	if d, err := lim.Allow(context.Background(), "k"); err != nil || d.Allowed {
+		t.Fatalf("exhausted key: %+v, %v; want a denial", d, err)
+	}
+	fs.ResetCounts()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name, call := range map[string]func() (limiter.Decision, error){
+		"Allow":  func() (limiter.Decision, error) { return lim.Allow(ctx, "k") },
+		"AllowN": func() (limiter.Decision, error) { return lim.AllowN(ctx, "k", 1) },
+	} {
+		if d, err := call(); err != context.Canceled || d != (limiter.Decision{}) {
+			t.Errorf("%s with a cancelled context on an exhausted key: %+v, %v; want the zero Decision and context.Canceled", name, d, err)
+		}
+	}
+	if err := lim.Wait(ctx, "k"); err != context.Canceled {
+		t.Errorf("Wait with a cancelled context on an exhausted key: %v; want context.Canceled", err)
+	}
+	if got := fs.Calls(); got != (faultstore.Counts{}) {
+		t.Errorf("calls with a cancelled context made %+v store calls, want none", got)
 	}
 }
 

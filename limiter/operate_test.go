@@ -139,9 +139,22 @@ func TestFallback(t *testing.T) {
 	if got[0] != true || got[1] != true || got[2] != false {
 		t.Errorf("fallback decisions %v, want [true true false]", got)
 	}
+	for i, d := range rec.decisions {
+		if !d.Decision.Fallback {
+			t.Errorf("decision %d, made by the fallback: %+v, want Fallback set", i, d.Decision)
+		}
+	}
+	if lim.Fallback() != local {
+		t.Errorf("Fallback() = %p, want the limiter given to WithFallback, %p", lim.Fallback(), local)
+	}
 	if len(rec.errors) != 3 || len(rec.decisions) != 3 || !rec.decisions[0].Fallback {
 		t.Errorf("observer: %d errors, decisions %+v; want 3 errors and 3 fallback decisions", len(rec.errors), rec.decisions)
 	}
+	fs.FailAll(nil)
+	if d, err := lim.Allow(ctx, "k2"); err != nil || !d.Allowed || d.Fallback {
+		t.Errorf("with the store back: %+v, %v; want allowed by the store, Fallback unset", d, err)
+	}
+	fs.FailAll(storage.ErrUnavailable)
 	// A caller's own context is not the store's failure.
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()

@@ -34,12 +34,16 @@ const MaxNameLen = 128
 // buckets share counts unless they are named. A name is 1 to MaxNameLen
 // printable bytes without spaces or colons.
 //
-// A named limiter's keys are stored as name@F:key, where F is a
+// A named limiter's keys are stored as name@F:key, where F is a 32-bit
 // fingerprint of its buckets. Changing the buckets therefore starts every
 // key afresh, and limiters that share a name but not their buckets (old
 // and new processes in a rolling deploy) each enforce their own limit
 // instead of overwriting each other's records; the old records expire by
-// themselves.
+// themselves. Two different bucket lists share a fingerprint with a
+// chance of one in 2^32; limiters with such lists and one name would share
+// records (a record whose levels the other's buckets cannot hold reads as
+// storage.ErrCorrupt until it expires). Give limiters with other buckets
+// other names where that chance is too much.
 func WithName(name string) Option {
 	return func(c *config) { c.name, c.nameSet = name, true }
 }
@@ -136,6 +140,9 @@ func WithFallback(local *Limiter) Option {
 func (c *config) validate() error {
 	if c.fallbackOK && c.fallback == nil {
 		return fmt.Errorf("%w: nil fallback limiter", ErrInvalidOption)
+	}
+	if c.fallback != nil && c.fallback.rules == nil {
+		return fmt.Errorf("%w: a zero Limiter as the fallback; make it with New", ErrInvalidOption)
 	}
 	if c.clockErr != nil {
 		return c.clockErr

@@ -38,7 +38,11 @@
 // X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset. Under
 // limiter.WithDryRun, a request served only because the limit is not
 // enforced yet gets RateLimit-Policy alone: no RateLimit field tells its
-// client of a shortage it does not meet.
+// client of a shortage it does not meet. Under limiter.WithFallback, a
+// request the fallback limiter decided while the store failed
+// (Decision.Fallback) is described with the fallback's buckets, in
+// RateLimit-Policy as in RateLimit: they are the limit the client meets
+// then.
 //
 // net/http writes field names in its canonical form, "Ratelimit-Policy",
 // on HTTP/1.1 (and in lower case on HTTP/2); field names are
@@ -93,6 +97,10 @@
 // # Caveats
 //
 //   - Requests exempted with WithSkip get no rate-limit headers.
+//   - Each middleware sets the fields, replacing any already there. When
+//     two are stacked (by IP in front of by account, say), a request the
+//     inner one decides carries only the inner one's fields, and one the
+//     outer one denies carries the outer one's.
 //   - A request answered 503 after a store failure, or served under
 //     WithFailOpen, carries RateLimit-Policy but no RateLimit: there is no
 //     decision to report. A 400 (no key) or 500 (a bad cost) carries

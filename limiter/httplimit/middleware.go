@@ -304,6 +304,9 @@ type middleware struct {
 	legacy   bool
 	secret   []byte
 	policy   policy
+	// fallback describes the buckets of lim's fallback limiter, which
+	// decides while the store fails (Decision.Fallback); nil without one.
+	fallback *policy
 }
 
 // New returns middleware that limits each request with lim before it
@@ -320,6 +323,10 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 	if lim == nil {
 		return nil, fmt.Errorf("%w: nil limiter", ErrInvalidOption)
 	}
+	buckets := lim.Buckets()
+	if len(buckets) == 0 {
+		return nil, fmt.Errorf("%w: a zero Limiter; make it with limiter.New", ErrInvalidOption)
+	}
 	c := config{
 		ip:         ipKeyer{header: HeaderXForwardedFor, v4Bits: 32, v6Bits: 64},
 		cost:       func(*http.Request) int64 { return 1 },
@@ -334,7 +341,6 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 		}
 		opt(&c)
 	}
-	buckets := lim.Buckets()
 	if err := c.validate(buckets); err != nil {
 		return nil, err
 	}
@@ -361,6 +367,10 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 			ip.trusted = append(ip.trusted, p)
 		}
 		m.key = ip.key
+	}
+	if fb := lim.Fallback(); fb != nil {
+		p := newPolicy(c.policyName, fb.Buckets())
+		m.fallback = &p
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -439,12 +449,16 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.fail(next, w, r, err)
 		return
 	}
+	p := &m.policy
+	if d.Fallback && m.fallback != nil {
+		p = m.fallback // the fallback's buckets decided
+	}
 	if d.DryRun {
 		// Allowed only because the limit is not enforced yet: the client
 		// is not told of a shortage it does not meet.
-		w.Header().Set(HeaderRateLimitPolicy, m.policy.field)
+		w.Header().Set(HeaderRateLimitPolicy, p.field)
 	} else {
-		m.policy.write(w.Header(), d, cost, m.legacy)
+		p.write(w.Header(), d, cost, m.legacy)
 	}
 	res := Result{Key: key, Cost: cost, Decision: d}
 	if m.decided != nil {

@@ -624,6 +624,53 @@ func TestNewRejects(t *testing.T) {
 	if _, err := httplimit.New(nil); !errors.Is(err, httplimit.ErrInvalidOption) {
 		t.Errorf("New(nil) = %v, want ErrInvalidOption", err)
 	}
+	if mw, err := httplimit.New(&limiter.Limiter{}); !errors.Is(err, httplimit.ErrInvalidOption) || mw != nil {
+		t.Errorf("New of a zero Limiter = %v, %v; want nil and ErrInvalidOption", mw != nil, err)
+	}
+}
+
+// TestHeadersFromFallback: while the store fails, a fallback limiter with
+// buckets of its own decides, and the headers describe its buckets, not
+// the shared ones: each process's share of a shared limit here.
+func TestHeadersFromFallback(t *testing.T) {
+	f := &fixture{clock: fakeclock.New(epoch), store: faultstore.New(memory.New())}
+	t.Cleanup(func() { _ = f.store.Close() })
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 25, Period: time.Minute}}, limiter.WithClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limiter.New(f.store, []limiter.Bucket{{Capacity: 100, Period: time.Minute}},
+		limiter.WithClock(f.clock), limiter.WithFallback(local))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mw, err := httplimit.New(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.served++
+		_, _ = w.Write([]byte("ok"))
+	}))
+	const shared, own = `"default";q=100;w=60`, `"default";q=25;w=60`
+	const remote = "192.0.2.1:1234"
+	check(t, "store up", f.do(request(remote)), allowed(shared, `"default";r=99;t=1`))
+	f.store.FailAll(storage.ErrUnavailable)
+	// A token of the fallback's comes every 2.4 s.
+	check(t, "store down, first", f.do(request(remote)), allowed(own, `"default";r=24;t=3`))
+	for range 23 {
+		f.do(request(remote))
+	}
+	check(t, "store down, 25th", f.do(request(remote)), allowed(own, `"default";r=0;t=3`))
+	check(t, "store down, 26th", f.do(request(remote)), denied(own, `"default";r=0;t=3`, "3"))
+	f.clock.Advance(2 * time.Second)
+	check(t, "store down, 2 s later", f.do(request(remote)), denied(own, `"default";r=0;t=1`, "1"))
+	f.clock.Advance(time.Second)
+	check(t, "store down, 3 s later", f.do(request(remote)), allowed(own, `"default";r=0;t=2`))
+	f.store.FailAll(nil)
+	check(t, "store up again", f.do(request(remote)), allowed(shared, `"default";r=99;t=1`))
 }
 
 // TestOnDecisionMarksDryRun: under a dry-run limiter every request is

@@ -194,7 +194,8 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 // wall clock when the store was made, advanced by the monotonic clock
 // since, the clock records expire by. The limiter decides under this
 // hold: one lookup that takes no lock but the key's own, and no
-// allocation once the key exists (for keys of up to 128 bytes).
+// allocation once the key exists (while prefix+key takes up to 128
+// bytes).
 func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
