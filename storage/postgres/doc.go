@@ -65,7 +65,10 @@
 // it with that clock, so processes with skewed clocks agree on expiry.
 // Each reply also carries that clock (storage.TimedStore), so that with
 // limiter.WithStoreClock they agree on refills too. An expired row reads
-// as absent at once. A background goroutine deletes expired rows every
+// as absent at once. Delete expires the row at once (emptied, with its
+// version kept, so that an insert that drew its version before the Delete
+// meets the row and draws a greater one), and the sweep reclaims it like
+// any expired row. A background goroutine deletes expired rows every
 // minute (WithSweepInterval), walking the primary key in batches of 1000
 // rows per statement and skipping rows other clients hold, so it never
 // takes long locks; Sweep runs it by hand. There is no index on

@@ -3,7 +3,10 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,5 +272,77 @@ func TestNewRejectsUnsafeVersionSequence(t *testing.T) {
 				t.Errorf("New: %v; want an error naming the sequence", err)
 			}
 		})
+	}
+}
+
+// TestVersionsGrowAcrossDelete: an insert draws its version from the
+// sequence before it looks for a conflicting row, so one that waited for a
+// row another writer held could go in under a version below the ones that
+// row had, once a Delete removed it. Writers, readers and Delete hammer
+// one key; no read may return a version below one a write had already
+// returned.
+func TestVersionsGrowAcrossDelete(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	t.Cleanup(func() { dropTable(t, url, testbackend.Namespace(t)) })
+	// Enough connections that every call goes alone, as the race needs.
+	s := storeOn(t, newPool(t, url, 64))
+	ctx := t.Context()
+	var highest atomic.Uint64 // the highest version a write returned
+	raise := func(v uint64) {
+		for old := highest.Load(); v > old && !highest.CompareAndSwap(old, v); old = highest.Load() {
+		}
+	}
+	var (
+		mu    sync.Mutex
+		stale int
+		first string
+	)
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 12 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				switch g % 3 {
+				case 0:
+					if rec, ok, err := s.CompareAndSwap(ctx, "k", 0, []byte("inserted"), time.Hour); err != nil {
+						t.Error(err)
+						return
+					} else if ok {
+						raise(rec.Version)
+					}
+				case 1:
+					floor := highest.Load()
+					rec, err := s.Get(ctx, "k")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if rec.Version != 0 && rec.Version < floor {
+						mu.Lock()
+						if stale++; stale == 1 {
+							first = fmt.Sprintf("read version %d (%q) after a write had returned %d", rec.Version, rec.Value, floor)
+						}
+						mu.Unlock()
+					}
+					if rec.Version != 0 {
+						if rec, ok, err := s.CompareAndSwap(ctx, "k", rec.Version, []byte("updated"), time.Hour); err != nil {
+							t.Error(err)
+							return
+						} else if ok {
+							raise(rec.Version)
+						}
+					}
+				case 2:
+					if err := s.Delete(ctx, "k"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if stale > 0 {
+		t.Errorf("%d reads went back to an older version; the first %s", stale, first)
 	}
 }

@@ -532,7 +532,9 @@ func rolledBack(err error) bool {
 	return severity == "ERROR"
 }
 
-// Delete removes key; an absent key is not an error. It is one statement.
+// Delete removes key; an absent key is not an error. It is one statement,
+// which expires the row at once and leaves it for the sweep (see the
+// package documentation).
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.check(ctx, "delete", key); err != nil {
 		return err

@@ -254,9 +254,15 @@ type statements struct {
 // version sequence seq, given as a quoted SQL literal. Clocks: every
 // expiry is computed and compared on the database server's clock, so
 // clients with skewed clocks agree: with clock_timestamp(), read when the
-// statement computes or checks it, so that a statement that waited for a
-// lock does not shorten the time to live; but for the insert, whose three
-// checks share the instant its new row's expiry was computed from.
+// statement computes or checks it, rather than at the start of its
+// transaction; but for the insert's three checks of a conflicting row,
+// which share the instant its proposed row's expiry was computed from. An
+// UPDATE computes its new row before it waits for a lock another writer
+// holds on the old one (a store's batch holds the rows it read FOR SHARE
+// until it commits, milliseconds), so such a wait shortens the time to
+// live it writes by the wait's length; the limiter's margin of a second
+// covers it. A row the insert takes over gets its expiry read afresh,
+// after the wait.
 func newStatements(t, seq string) statements {
 	return statements{
 		// $1 key. Always one row, with the server's time; an absent or
@@ -283,15 +289,21 @@ func newStatements(t, seq string) statements {
 		// statement of a batch, and so would statement_timestamp() for a
 		// batch sent as one query string, in the simple protocol). The
 		// proposed row drew its version from the sequence (the column's
-		// default), so currval tells whether it went in. Returns
+		// default) before the statement looked for a conflict, and so
+		// before any wait for a row another writer held: a row it takes
+		// over draws its version again, under the row's lock, so that the
+		// version is above every one the row had (a Delete leaves the row
+		// behind for this reason), and its expiry afresh, so that a wait
+		// for the lock does not shorten the time to live. Either way
+		// currval tells whether the proposed row went in. Returns
 		// swapped, the version, the current value on conflict (NULL when
 		// swapped), the server's time.
 		insert: `INSERT INTO ` + t + ` AS r (key, value, expires_at)
 VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 microsecond')
 ON CONFLICT (key) DO UPDATE SET
 	value = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.value ELSE r.value END,
-	version = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.version ELSE r.version END,
-	expires_at = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.expires_at ELSE r.expires_at END
+	version = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN nextval(` + seq + `) ELSE r.version END,
+	expires_at = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN clock_timestamp() + $3::bigint * interval '1 microsecond' ELSE r.expires_at END
 RETURNING r.version = currval(` + seq + `),
 	r.version,
 	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
@@ -340,8 +352,12 @@ LEFT JOIN LATERAL (
 SELECT u.version, c.version, c.value, clock_timestamp()
 FROM (SELECT) AS one LEFT JOIN upd AS u ON true LEFT JOIN cur AS c ON true`,
 
-		// $1 key.
-		del: `DELETE FROM ` + t + ` WHERE key = $1`,
+		// $1 key. The row stays, expired and emptied, until the sweep
+		// reclaims it: an insert that drew its version before this
+		// statement ran then meets the row and draws again (see insert),
+		// where it would otherwise go in under a version below the
+		// deleted one.
+		del: `UPDATE ` + t + ` SET value = '', expires_at = '-infinity' WHERE key = $1 AND expires_at > '-infinity'`,
 
 		// $1 the last key of the previous batch ('' to start), $2 the batch
 		// size. The batch walks the primary key, so each statement reads at
