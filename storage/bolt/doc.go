@@ -73,10 +73,9 @@
 // Open fails with an error wrapping ErrLocked when the file is locked,
 // wrapping storage.ErrCorrupt when the file is not a bbolt database, when
 // bbolt finds its pages damaged (bbolt panics on some damaged files; Open
-// recovers and reports it, though the file stays locked until the garbage
-// collector closes bbolt's handle), or when the bucket holds data not
-// written by this package or is marked with a layout this release does
-// not know, and wrapping the operating system's error for a path it
+// recovers, reports it and releases the file's lock at once), or when the
+// bucket holds data not written by this package or is marked with a
+// layout this release does not know, and wrapping the operating system's error for a path it
 // cannot create (fs.ErrNotExist for a missing directory).
 //
 // Errors of the Store methods name the operation and the key, such as

@@ -119,7 +119,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 	}
 	cfg := config{table: defaultTable, createTable: true}
 	for _, opt := range opts {
-		opt(&cfg)
+		if opt != nil { // a nil Option sets nothing, as in the other drivers
+			opt(&cfg)
+		}
 	}
 	quoted, err := quoteTable(cfg.table)
 	if err != nil {

@@ -579,7 +579,7 @@ func TestNewNeverClosesThePool(t *testing.T) {
 	pool := newPool(t, url, 1)
 	table := testbackend.Namespace(t)
 	t.Cleanup(func() { dropTable(t, url, table) })
-	s, err := postgres.New(t.Context(), pool, postgres.WithTable(table))
+	s, err := postgres.New(t.Context(), pool, nil, postgres.WithTable(table)) // a nil option is ignored
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,9 @@ func New(client goredis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	c := config{prefix: defaultPrefix}
 	for _, opt := range opts {
-		opt(&c)
+		if opt != nil { // a nil Option sets nothing, as in the other drivers
+			opt(&c)
+		}
 	}
 	if err := checkPrefix(c.prefix); err != nil {
 		return nil, err

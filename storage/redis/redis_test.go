@@ -185,6 +185,9 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	if _, err := redis.New(client); err != nil {
 		t.Errorf("New without options: %v", err)
 	}
+	if _, err := redis.New(client, nil, redis.WithPrefix("p:")); err != nil {
+		t.Errorf("New with a nil option: %v, want it ignored", err)
+	}
 }
 
 // ownServer starts a redis-server for t alone and returns a store over it
