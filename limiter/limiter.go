@@ -91,7 +91,9 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 	}
 	cfg := config{clock: systemClock{}, cacheSize: 16384}
 	for _, opt := range opts {
-		opt(&cfg)
+		if opt != nil { // a nil Option sets nothing
+			opt(&cfg)
+		}
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -66,6 +66,7 @@ func TestNewRejects(t *testing.T) {
 		{"nil observer pointer", mem, ok, []limiter.Option{limiter.WithObserver((*recorder)(nil))}, limiter.ErrInvalidOption},
 		{"negative cache", mem, ok, []limiter.Option{limiter.WithCacheSize(-1)}, limiter.ErrInvalidOption},
 		{"zero Limiter as the fallback", mem, ok, []limiter.Option{limiter.WithFallback(&limiter.Limiter{})}, limiter.ErrInvalidOption},
+		{"fallback with a fallback", mem, ok, []limiter.Option{limiter.WithFallback(withFallback(t, mem))}, limiter.ErrInvalidOption},
 	} {
 		lim, err := limiter.New(c.store, c.buckets, c.opts...)
 		if !errors.Is(err, c.want) || lim != nil {
@@ -74,6 +75,9 @@ func TestNewRejects(t *testing.T) {
 	}
 	if _, err := limiter.New(mem, ok, limiter.WithName(strings.Repeat("n", limiter.MaxNameLen))); err != nil {
 		t.Errorf("New with a name of MaxNameLen bytes: %v", err)
+	}
+	if _, err := limiter.New(mem, ok, nil, limiter.WithName("nil-option")); err != nil {
+		t.Errorf("New with a nil Option, which sets nothing: %v", err)
 	}
 	if _, err := limiter.New(mem, ok, limiter.WithObserver(nil)); err != nil {
 		t.Errorf("New with WithObserver(nil), no observer: %v", err)
@@ -209,6 +213,21 @@ func TestHotKeyOneStoreCall(t *testing.T) {
 	if got, want := fs.Calls(), (faultstore.Counts{CAS: 1}); got != want {
 		t.Errorf("the call after the refill made %+v store calls, want %+v", got, want)
 	}
+}
+
+// withFallback returns a limiter over store with a fallback of its own.
+func withFallback(t *testing.T, store storage.Store) *limiter.Limiter {
+	t.Helper()
+	b := []limiter.Bucket{{Capacity: 5, Period: time.Second}}
+	inner, err := limiter.New(store, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limiter.New(store, b, limiter.WithFallback(inner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lim
 }
 
 // TestZeroLimiter: the methods of a Limiter not made by New fail with

@@ -132,7 +132,7 @@ func WithDryRun() Option {
 // same buckets, so that each process goes on limiting on its own during
 // an outage. The store error still reaches the observer. Context errors
 // and refused input are returned as usual. The default is no fallback; a
-// nil local is an error.
+// nil local, or one made WithFallback itself, is an error.
 func WithFallback(local *Limiter) Option {
 	return func(c *config) { c.fallback, c.fallbackOK = local, true }
 }
@@ -143,6 +143,11 @@ func (c *config) validate() error {
 	}
 	if c.fallback != nil && c.fallback.rules == nil {
 		return fmt.Errorf("%w: a zero Limiter as the fallback; make it with New", ErrInvalidOption)
+	}
+	if c.fallback != nil && c.fallback.fallback != nil {
+		// Its Decisions could not tell which of the two decided, and so
+		// which buckets they describe.
+		return fmt.Errorf("%w: the fallback limiter has a fallback of its own", ErrInvalidOption)
 	}
 	if c.clockErr != nil {
 		return c.clockErr

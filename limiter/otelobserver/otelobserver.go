@@ -143,7 +143,9 @@ func New(mp metric.MeterProvider, opts ...Option) (*Observer, error) {
 	}
 	var cfg config
 	for _, opt := range opts {
-		opt(&cfg)
+		if opt != nil { // a nil Option sets nothing
+			opt(&cfg)
+		}
 	}
 	for _, kv := range cfg.attrs {
 		switch {

@@ -347,6 +347,9 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
+	if _, err := otelobserver.New(mp, nil); err != nil {
+		t.Errorf("New with a nil Option, which sets nothing: %v", err)
+	}
 }
 
 var errInstrument = errors.New("instrument refused")

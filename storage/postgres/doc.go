@@ -38,7 +38,8 @@
 // one statement instead, which returns the current row in the same round
 // trip but costs the server about a fifth more for every swap; it goes
 // back to the bare UPDATE as swaps are won again. Versions come from the
-// table's identity sequence, so they grow across keys, Delete and expiry.
+// table's identity sequence, so they never repeat, and grow across keys,
+// Delete and expiry (for two rare exceptions, see Expiry).
 // A conflict with expected 0 on a live row rewrites that row unchanged (it
 // is how the statement reads a row committed after it started); every
 // other conflict writes nothing.
@@ -68,8 +69,15 @@
 // as absent at once. Delete expires the row at once (emptied, with its
 // version kept, so that an insert that drew its version before the Delete
 // meets the row and draws a greater one), and the sweep reclaims it like
-// any expired row. A background goroutine deletes expired rows every
-// minute (WithSweepInterval), walking the primary key in batches of 1000
+// any expired row. Two rare cases can still give a key a version below one
+// it had, though never one it had: an insert that stalls between drawing
+// its version and looking for the row while the row is written, expired
+// or deleted, and swept; and processes of an earlier release sharing the
+// table, whose Delete removes the row and whose insert takes an expired
+// row over with the version it drew first.
+//
+// A background goroutine deletes expired rows every minute
+// (WithSweepInterval), walking the primary key in batches of 1000
 // rows per statement and skipping rows other clients hold, so it never
 // takes long locks; Sweep runs it by hand. There is no index on
 // expires_at (it would slow every write), so a sweep reads the whole

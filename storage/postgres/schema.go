@@ -273,9 +273,10 @@ func newStatements(t, seq string) statements {
 		// CompareAndSwap is insert when expected is 0, and otherwise update
 		// (then current when update returns no row) or swap, as
 		// Store.swap chooses. Each returns the server's time after the
-		// write. New versions come from the table's sequence, so they are
-		// larger than any version any key has had, also after Delete,
-		// expiry and sweep.
+		// write. New versions come from the table's sequence, so they
+		// never repeat, and are larger than any version the key has had,
+		// also after Delete and expiry (for the exceptions, see the
+		// package documentation, Expiry).
 
 		// $1 key, $2 value, $3 ttl in microseconds; for expected = 0.
 		//
