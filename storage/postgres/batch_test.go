@@ -340,9 +340,10 @@ func TestInsertComparesExpiryWhenItRuns(t *testing.T) {
 		swapped bool
 		version int64
 		current []byte
+		live    bool
 		now     time.Time
 	)
-	err = tx.QueryRow(t.Context(), postgres.InsertSQL(s), []byte("k"), []byte("new"), int64(60_000_000)).Scan(&swapped, &version, &current, &now)
+	err = tx.QueryRow(t.Context(), postgres.InsertSQL(s), []byte("k"), []byte("new"), int64(60_000_000)).Scan(&swapped, &version, &current, &live, &now)
 	if err != nil || !swapped {
 		t.Fatalf("insert over a row that expired before it ran: swapped %t, current %q, error %v; want it taken over", swapped, current, err)
 	}

@@ -70,16 +70,17 @@
 // version kept, so that an insert that drew its version before the Delete
 // meets the row and draws a greater one), and the sweep reclaims it like
 // any expired row. Two rare cases can still give a key a version below one
-// it had, though never one it had: an insert that stalls between drawing
-// its version and looking for the row while the row is written, expired
-// or deleted, and swept; and processes of an earlier release sharing the
-// table, whose Delete removes the row and whose insert takes an expired
-// row over with the version it drew first.
+// it had, though never one it had: an insert that stalls for more than a
+// minute between drawing its version and looking for the row, while the
+// row is written, expires or is deleted, and is swept; and processes of an
+// earlier release sharing the table, whose Delete removes the row and
+// whose insert takes an expired row over with the version it drew first.
 //
-// A background goroutine deletes expired rows every minute
-// (WithSweepInterval), walking the primary key in batches of 1000
-// rows per statement and skipping rows other clients hold, so it never
-// takes long locks; Sweep runs it by hand. There is no index on
+// A background goroutine deletes the rows that expired (or were deleted)
+// a minute ago or more, every minute (WithSweepInterval), walking the
+// primary key in batches of 1000 rows per statement and skipping rows
+// other clients hold, so it never takes long locks; Sweep runs it by
+// hand. There is no index on
 // expires_at (it would slow every write), so a sweep reads the whole
 // table: with millions of keys, lengthen the interval. Deleted rows, like
 // the old versions every update leaves, take space until VACUUM makes it

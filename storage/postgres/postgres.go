@@ -25,6 +25,13 @@ const defaultSweepInterval = time.Minute
 // sweepBatch is how many rows one sweep statement reads at most.
 const sweepBatch = 1000
 
+// sweepGrace is how long the sweep keeps a row after it expired (or a
+// Delete expired it). An insert draws its version before it looks for the
+// key's row; while the row is there, one that finds it draws again, above
+// every version the row had. Only an insert that drew its version more
+// than sweepGrace before the row expired could miss it, and go in below.
+const sweepGrace = time.Minute
+
 // Store is a storage.Store over one PostgreSQL table. It is safe for
 // concurrent use; create it with New. It also implements
 // storage.TimedStore: each reply carries the database server's time, for
@@ -231,28 +238,47 @@ func ttlMicros(ttl time.Duration) int64 {
 
 // insert is CompareAndSwap with expected 0.
 func (s *Store) insert(ctx context.Context, key string, value []byte, micros int64) (storage.Record, bool, time.Time, error) {
-	rec, swapped, now, err, scanErr := readInsert(s.pool.QueryRow(ctx, s.stmt.insert, []byte(key), value, micros), key, value)
-	if scanErr != nil {
-		return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, scanErr)
+	for attempt := 1; ; attempt++ {
+		rec, swapped, stale, now, err, scanErr := readInsert(s.pool.QueryRow(ctx, s.stmt.insert, []byte(key), value, micros), key, value)
+		if scanErr != nil {
+			return storage.Record{}, false, time.Time{}, newError("cas", key, ctx, scanErr)
+		}
+		if !stale {
+			return rec, swapped, now, err
+		}
+		if attempt == maxInsertAttempts {
+			return storage.Record{}, false, now, nil // a conflict with the absent key
+		}
 	}
-	return rec, swapped, now, err
 }
 
+// maxInsertAttempts bounds how often insert is sent again after it met a
+// row that had expired by the time it looked (see readInsert); the next
+// attempt, which computes its instant afresh, takes such a row over.
+const maxInsertAttempts = 3
+
 // readInsert reads the row of the insert statement for key and value: the
-// outcome of the compare-and-swap, or the error of the row's Scan.
-func readInsert(row pgx.Row, key string, value []byte) (rec storage.Record, swapped bool, now time.Time, err, scanErr error) {
+// outcome of the compare-and-swap, or the error of the row's Scan. stale
+// reports a conflict with a row that was live at the instant the statement
+// computed its proposed row from but had expired (or been deleted) by the
+// time it met it: the statement wrote nothing, and is to be sent again.
+func readInsert(row pgx.Row, key string, value []byte) (rec storage.Record, swapped, stale bool, now time.Time, err, scanErr error) {
 	var (
 		version int64
 		current []byte
+		live    bool
 	)
-	if scanErr := row.Scan(&swapped, &version, &current, &now); scanErr != nil {
-		return storage.Record{}, false, time.Time{}, nil, scanErr
+	if scanErr := row.Scan(&swapped, &version, &current, &live, &now); scanErr != nil {
+		return storage.Record{}, false, false, time.Time{}, nil, scanErr
+	}
+	if !swapped && !live {
+		return storage.Record{}, false, true, now, nil, nil
 	}
 	if !swapped {
 		value = current
 	}
 	rec, swapped, now, err = casResult(key, &version, value, swapped, now)
-	return rec, swapped, now, err, nil
+	return rec, swapped, false, now, err, nil
 }
 
 // casResult is CompareAndSwap's outcome from the row a statement returned:
@@ -485,7 +511,9 @@ func (s *Store) casTransaction(ctx context.Context, calls []*casCall, retry bool
 	for i := 0; err == nil && i < len(calls); i++ {
 		c := calls[i]
 		if c.expected == 0 {
-			c.rec, c.swapped, c.now, c.err, err = readInsert(results.QueryRow(), c.key, c.value)
+			var stale bool
+			c.rec, c.swapped, stale, c.now, c.err, err = readInsert(results.QueryRow(), c.key, c.value)
+			c.again = stale // sent again alone, once the batch is done
 		} else {
 			c.rec, c.swapped, c.now, c.err, err = readSwap(results.QueryRow(), c.key, c.value)
 		}

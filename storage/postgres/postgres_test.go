@@ -416,7 +416,7 @@ func TestSweepDeletesExpiredRowsInBatches(t *testing.T) {
 	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
 	// 2500 expired rows: three batches' worth, written directly.
 	execSQL(t, url, `INSERT INTO `+table+` (key, value, expires_at)
-		SELECT convert_to('expired' || g, 'UTF8'), '\x00', clock_timestamp() - interval '1 second' FROM generate_series(1, 2500) g`)
+		SELECT convert_to('expired' || g, 'UTF8'), '\x00', clock_timestamp() - interval '2 minutes' FROM generate_series(1, 2500) g`)
 	for i := range 10 {
 		if _, _, err := s.CompareAndSwap(t.Context(), fmt.Sprintf("live%d", i), 0, []byte("v"), time.Hour); err != nil {
 			t.Fatal(err)
@@ -461,7 +461,7 @@ func TestBackgroundSweep(t *testing.T) {
 	pool := newPool(t, url, 1)
 	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
 	execSQL(t, url, `INSERT INTO `+table+` (key, value, expires_at)
-		SELECT convert_to('expired' || g, 'UTF8'), '', clock_timestamp() - interval '1 second' FROM generate_series(1, 1500) g`)
+		SELECT convert_to('expired' || g, 'UTF8'), '', clock_timestamp() - interval '2 minutes' FROM generate_series(1, 1500) g`)
 	if _, _, err := s.CompareAndSwap(t.Context(), "live", 0, []byte("v"), time.Hour); err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func FuzzReadRow(f *testing.F) {
 		}
 
 		v := version
-		rec, ok, at, err, scanErr := readInsert(fakeRow{swapped, &v, stored, now}, "k", value)
+		rec, ok, stale, at, err, scanErr := readInsert(fakeRow{swapped, &v, stored, true, now}, "k", value)
 		if scanErr != nil {
 			t.Fatal(scanErr)
 		}
@@ -75,7 +75,24 @@ func FuzzReadRow(f *testing.F) {
 		if !swapped {
 			want = stored
 		}
+		if stale {
+			t.Fatalf("readInsert of a live row: stale")
+		}
 		check("readInsert", rec, ok, at, err, version, swapped, want, true)
+		// A row no longer live: a swap is read as before; a conflict is
+		// stale, with nothing in it.
+		rec, ok, stale, at, err, scanErr = readInsert(fakeRow{swapped, &v, stored, false, now}, "k", value)
+		if scanErr != nil {
+			t.Fatal(scanErr)
+		}
+		if swapped {
+			if stale {
+				t.Fatalf("readInsert of a swap: stale")
+			}
+			check("readInsert swapped", rec, ok, at, err, version, true, value, true)
+		} else if !stale || err != nil || ok || rec.Version != 0 || rec.Value != nil {
+			t.Fatalf("readInsert of a conflict with an expired row: %+v, %v, stale %v, %v; want a stale, empty outcome", rec, ok, stale, err)
+		}
 
 		var written, cur *int64
 		if hasWritten {

@@ -296,9 +296,12 @@ func newStatements(t, seq string) statements {
 		// version is above every one the row had (a Delete leaves the row
 		// behind for this reason), and its expiry afresh, so that a wait
 		// for the lock does not shorten the time to live. Either way
-		// currval tells whether the proposed row went in. Returns
+		// currval tells whether the proposed row went in. A row that was
+		// live at that instant but has expired since (or been deleted: an
+		// insert that waited, or stalled) is returned as it is, and
+		// flagged, for the driver to send the insert again. Returns
 		// swapped, the version, the current value on conflict (NULL when
-		// swapped), the server's time.
+		// swapped), whether the row is live now, the server's time.
 		insert: `INSERT INTO ` + t + ` AS r (key, value, expires_at)
 VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 microsecond')
 ON CONFLICT (key) DO UPDATE SET
@@ -308,6 +311,7 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING r.version = currval(` + seq + `),
 	r.version,
 	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
+	r.expires_at > clock_timestamp(),
 	clock_timestamp()`,
 
 		// $1 key, $2 expected version (not 0), $3 value, $4 ttl in
@@ -353,15 +357,16 @@ LEFT JOIN LATERAL (
 SELECT u.version, c.version, c.value, clock_timestamp()
 FROM (SELECT) AS one LEFT JOIN upd AS u ON true LEFT JOIN cur AS c ON true`,
 
-		// $1 key. The row stays, expired and emptied, until the sweep
-		// reclaims it: an insert that drew its version before this
-		// statement ran then meets the row and draws again (see insert),
-		// where it would otherwise go in under a version below the
-		// deleted one.
-		del: `UPDATE ` + t + ` SET value = '', expires_at = '-infinity' WHERE key = $1 AND expires_at > '-infinity'`,
+		// $1 key. The row stays, expired now and emptied, until the sweep
+		// reclaims it (see sweepGrace): an insert that drew its version
+		// before this statement ran then meets the row and draws again
+		// (see insert), where it would otherwise go in under a version
+		// below the deleted one.
+		del: `UPDATE ` + t + ` SET value = '', expires_at = clock_timestamp() WHERE key = $1 AND expires_at > clock_timestamp()`,
 
 		// $1 the last key of the previous batch ('' to start), $2 the batch
-		// size. The batch walks the primary key, so each statement reads at
+		// size, $3 the grace in microseconds: rows expired for less are
+		// kept (see sweepGrace). The batch walks the primary key, so each statement reads at
 		// most $2 rows whatever the table's size; rows a writer holds are
 		// skipped (the next sweep gets them). Returns the batch's last key
 		// (NULL when the batch was empty), its size, and how many rows were
@@ -370,12 +375,12 @@ FROM (SELECT) AS one LEFT JOIN upd AS u ON true LEFT JOIN cur AS c ON true`,
 	SELECT key, expires_at FROM ` + t + ` WHERE key > $1 ORDER BY key LIMIT $2
 ), victims AS (
 	SELECT v.key FROM ` + t + ` AS v
-	WHERE v.key IN (SELECT key FROM scan WHERE expires_at <= clock_timestamp())
-	  AND v.expires_at <= clock_timestamp()
+	WHERE v.key IN (SELECT key FROM scan WHERE expires_at <= clock_timestamp() - $3::bigint * interval '1 microsecond')
+	  AND v.expires_at <= clock_timestamp() - $3::bigint * interval '1 microsecond'
 	FOR UPDATE SKIP LOCKED
 ), gone AS (
 	DELETE FROM ` + t + ` AS d
-	WHERE d.key IN (SELECT key FROM victims) AND d.expires_at <= clock_timestamp()
+	WHERE d.key IN (SELECT key FROM victims) AND d.expires_at <= clock_timestamp() - $3::bigint * interval '1 microsecond'
 	RETURNING 1
 )
 SELECT (SELECT key FROM scan ORDER BY key DESC LIMIT 1), (SELECT count(*) FROM scan), (SELECT count(*) FROM gone)`,

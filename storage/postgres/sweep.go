@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// Sweep deletes the expired rows of the table now, in batches of at most
-// 1000 rows read per statement, walking the primary key from start to end,
+// Sweep deletes the rows of the table that expired (or were deleted) a
+// minute ago or more, in batches of at most 1000 rows read per statement, walking the primary key from start to end,
 // and returns how many rows it deleted. Each batch is its own short
 // statement: it skips rows another client holds locked (a later sweep
 // gets them) and never blocks a writer for longer than one batch.
@@ -25,7 +25,7 @@ func (s *Store) Sweep(ctx context.Context) (int64, error) {
 			last             []byte
 			scanned, deleted int64
 		)
-		err := s.pool.QueryRow(ctx, s.stmt.sweep, after, sweepBatch).Scan(&last, &scanned, &deleted)
+		err := s.pool.QueryRow(ctx, s.stmt.sweep, after, sweepBatch, ttlMicros(sweepGrace)).Scan(&last, &scanned, &deleted)
 		if err != nil {
 			return total, newError("sweep", "", ctx, err)
 		}
