@@ -348,3 +348,50 @@ func TestInsertComparesExpiryWhenItRuns(t *testing.T) {
 		t.Fatalf("insert over a row that expired before it ran: swapped %t, current %q, error %v; want it taken over", swapped, current, err)
 	}
 }
+
+// A call of a batch whose transaction fails with an error keeps that error:
+// it is not left marked to be sent again alone by an earlier transaction
+// that rolled back, which would then meet its own write, were it
+// committed, and report a conflict with it.
+func TestFailedBatchLeavesNoCallToSendAgain(t *testing.T) {
+	s, _ := oneConnStore(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	again, err := postgres.InsertInFailedBatch(ctx, s, "k", []byte("v"))
+	if err == nil || again {
+		t.Errorf("insert of a failed batch: error %v, marked to be sent again %v; want the error and no mark", err, again)
+	}
+}
+
+// Get reads a row deleted before its snapshot as absent, also in a
+// transaction that began before the Delete (now() is then earlier than
+// the instant the Delete expired the row at).
+func TestGetAfterDeleteInOlderTransaction(t *testing.T) {
+	s, _ := oneConnStore(t)
+	pool := newPool(t, testbackend.PostgresURL(t), 1)
+	if _, ok, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Hour); err != nil || !ok {
+		t.Fatalf("write: %v, %v", ok, err)
+	}
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), "SELECT now()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		value   []byte
+		version *int64
+		now     time.Time
+	)
+	if err := tx.QueryRow(t.Context(), postgres.GetSQL(s), []byte("k")).Scan(&value, &version, &now); err != nil {
+		t.Fatal(err)
+	}
+	if version != nil {
+		t.Errorf("get after a committed Delete: value %q, version %d; want absent", value, *version)
+	}
+}

@@ -1,6 +1,9 @@
 package postgres
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // PinSwapForm makes s send every compare-and-swap with an expected
 // version in one form, combined or two-step, whatever the contention.
@@ -32,3 +35,17 @@ func Queued(s *Store) int { return s.writes.Queued() }
 
 // InsertSQL is the statement of a CompareAndSwap with expected 0.
 func InsertSQL(s *Store) string { return s.stmt.insert }
+
+// GetSQL is the statement of Get.
+func GetSQL(s *Store) string { return s.stmt.get }
+
+// InsertInFailedBatch sends an insert of value under key in a transaction
+// with one other call, as a batch does, on ctx, after marking it to be
+// sent again, as a transaction that rolled back marks a stale insert. It
+// returns whether the call is still marked and its error.
+func InsertInFailedBatch(ctx context.Context, s *Store, key string, value []byte) (again bool, err error) {
+	a := &casCall{key: key, value: value, micros: 3_600_000_000, again: true}
+	b := &casCall{key: key + "-other", value: value, micros: 3_600_000_000}
+	s.casTransaction(ctx, []*casCall{a, b}, true)
+	return a.again, a.err
+}

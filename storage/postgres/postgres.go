@@ -104,10 +104,10 @@ func WithCreateTable(create bool) Option {
 }
 
 // WithSweepInterval sets the pause between two sweeps of the background
-// goroutine that deletes expired rows in batches of 1000. Zero means the
-// default, one minute; a negative interval disables the background sweep
-// (call Sweep yourself then, or expired rows are never reclaimed, though
-// they still read as absent). Every process sweeps; sweeps of different
+// goroutine that deletes rows expired for a minute or more (see Sweep), in
+// batches of 1000. Zero means the default, one minute; a negative interval
+// disables the background sweep (call Sweep yourself then, or expired rows
+// are never reclaimed, though they still read as absent). Every process sweeps; sweeps of different
 // processes skip rows the others hold and never wait for each other.
 func WithSweepInterval(d time.Duration) Option {
 	return func(c *config) { c.sweepInterval = d }
@@ -499,6 +499,9 @@ func (s *Store) casTransaction(ctx context.Context, calls []*casCall, retry bool
 	var batch pgx.Batch
 	batch.Queue("SELECT set_config('lock_timeout', '" + batchLockTimeout + "', true)")
 	for _, c := range calls {
+		// A stale insert of a transaction that rolled back was marked
+		// again; this transaction decides anew whether it is.
+		c.again = false
 		if c.expected == 0 {
 			batch.Queue(s.stmt.insert, []byte(c.key), c.value, c.micros)
 		} else {

@@ -266,9 +266,12 @@ type statements struct {
 func newStatements(t, seq string) statements {
 	return statements{
 		// $1 key. Always one row, with the server's time; an absent or
-		// expired key has a NULL value and version.
+		// expired key has a NULL value and version. Expiry is compared
+		// with clock_timestamp(), read after the statement's snapshot:
+		// a Delete the snapshot sees expired the row at an instant before
+		// it, and now(), the start of the transaction, can be earlier.
 		get: `SELECT r.value, r.version, now() FROM (SELECT) AS one
-	LEFT JOIN ` + t + ` AS r ON r.key = $1 AND r.expires_at > now()`,
+	LEFT JOIN ` + t + ` AS r ON r.key = $1 AND r.expires_at > clock_timestamp()`,
 
 		// CompareAndSwap is insert when expected is 0, and otherwise update
 		// (then current when update returns no row) or swap, as
