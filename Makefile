@@ -11,10 +11,18 @@ test:
 	go test -race -shuffle=on -count=1 -timeout 15m ./...
 
 # The same on a 32-bit platform (no race detector there), to catch 64-bit
-# assumptions in the integer arithmetic.
+# assumptions in the integer arithmetic. A kernel built without 32-bit
+# support cannot run the test binaries ("exec format error"): there they
+# are only compiled, and a line says so.
 test-386:
 	GOARCH=386 go vet ./...
-	GOARCH=386 go test -count=1 -timeout 15m ./...
+	@if GOARCH=386 go test -count=1 -run '^$$' ./internal/typednil >/dev/null 2>&1; then \
+		echo "GOARCH=386 go test -count=1 -timeout 15m ./..."; \
+		GOARCH=386 go test -count=1 -timeout 15m ./...; \
+	else \
+		echo "test-386: this kernel cannot run 386 binaries; compiling the tests for 386 without running them"; \
+		GOARCH=386 go test -count=1 -exec /bin/true ./... >/dev/null; \
+	fi
 
 # The bench module's own tests (the table tool, the latency histogram, the
 # store-call counter): no benchmark runs and no server is needed. The peers
