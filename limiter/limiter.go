@@ -360,8 +360,14 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 	}
 	d.Fallback = true
 	if l.observer != nil {
-		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: d, Latency: time.Since(start),
-			StoreCalls: st.calls, Retries: st.retries, Fallback: true, DryRun: l.dryRun})
+		// Observers get the real decision: a fallback made WithDryRun has
+		// turned its denial into an allow.
+		real := d
+		if real.DryRun {
+			real.Allowed, real.DryRun = false, false
+		}
+		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: real, Latency: time.Since(start),
+			StoreCalls: st.calls, Retries: st.retries, Fallback: true, DryRun: l.dryRun || d.DryRun})
 	}
 	// A dry run allows what it would deny; Peek reports, as without a
 	// fallback, what a call would get.

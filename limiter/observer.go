@@ -35,7 +35,8 @@ type Event struct {
 	Cached bool
 	// Fallback reports a decision of the fallback limiter.
 	Fallback bool
-	// DryRun is set on every event of a limiter made WithDryRun. When
+	// DryRun is set on every event of a limiter made WithDryRun, and on a
+	// decision of a fallback made WithDryRun that allowed a denial. When
 	// Decision is a denial from AllowN, the caller was told it was
 	// allowed; Peek returns its Decision unchanged.
 	DryRun bool

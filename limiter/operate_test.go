@@ -119,6 +119,31 @@ func TestObserver(t *testing.T) {
 	}
 }
 
+// TestFallbackDryRunObserved: a fallback made WithDryRun allows what it
+// would deny, and the limiter's observer still sees the real denial.
+func TestFallbackDryRunObserved(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithDryRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local), limiter.WithObserver(rec))
+	fs.FailAll(storage.ErrUnavailable)
+	for i := range 2 {
+		if d, err := lim.Allow(context.Background(), "k"); err != nil || !d.Allowed || d.DryRun != (i == 1) {
+			t.Fatalf("call %d: %+v, %v; want allowed, DryRun on the second", i, d, err)
+		}
+	}
+	if len(rec.decisions) != 2 {
+		t.Fatalf("observer saw %d decisions, want 2", len(rec.decisions))
+	}
+	if e := rec.decisions[1]; e.Decision.Allowed || e.Decision.DryRun || !e.DryRun || !e.Fallback {
+		t.Errorf("the second event: %+v; want the fallback's real denial, marked DryRun and Fallback", e)
+	}
+}
+
 func TestFallback(t *testing.T) {
 	local, err := limiter.New(memory.New(), []limiter.Bucket{{Capacity: 2, Period: time.Hour}})
 	if err != nil {
