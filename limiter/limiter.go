@@ -362,11 +362,11 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 	if l.observer != nil {
 		// Observers get the real decision: a fallback made WithDryRun has
 		// turned its denial into an allow.
-		real := d
-		if real.DryRun {
-			real.Allowed, real.DryRun = false, false
+		actual := d
+		if actual.DryRun {
+			actual.Allowed, actual.DryRun = false, false
 		}
-		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: real, Latency: time.Since(start),
+		l.observer.OnDecision(Event{Method: method, Key: key, Cost: cost, Decision: actual, Latency: time.Since(start),
 			StoreCalls: st.calls, Retries: st.retries, Fallback: true, DryRun: l.dryRun || d.DryRun})
 	}
 	// A dry run allows what it would deny; Peek reports, as without a

@@ -321,16 +321,9 @@ func TestLockedKeyHoldsUpNoOtherCall(t *testing.T) {
 // is earlier.
 func TestInsertComparesExpiryWhenItRuns(t *testing.T) {
 	s, pool := oneConnStore(t)
-	tx, err := pool.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
 	// The transaction starts (now()) before the row is written; the row
 	// expires before the insert runs.
-	if _, err := tx.Exec(t.Context(), "SELECT now()"); err != nil {
-		t.Fatal(err)
-	}
+	tx := begunTransaction(t, pool)
 	other := storeOn(t, newPool(t, testbackend.PostgresURL(t), 1))
 	if _, _, err := other.CompareAndSwap(t.Context(), "k", 0, []byte("old"), 50*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -343,7 +336,7 @@ func TestInsertComparesExpiryWhenItRuns(t *testing.T) {
 		live    bool
 		now     time.Time
 	)
-	err = tx.QueryRow(t.Context(), postgres.InsertSQL(s), []byte("k"), []byte("new"), int64(60_000_000)).Scan(&swapped, &version, &current, &live, &now)
+	err := tx.QueryRow(t.Context(), postgres.InsertSQL(s), []byte("k"), []byte("new"), int64(60_000_000)).Scan(&swapped, &version, &current, &live, &now)
 	if err != nil || !swapped {
 		t.Fatalf("insert over a row that expired before it ran: swapped %t, current %q, error %v; want it taken over", swapped, current, err)
 	}
@@ -372,14 +365,7 @@ func TestGetAfterDeleteInOlderTransaction(t *testing.T) {
 	if _, ok, err := s.CompareAndSwap(t.Context(), "k", 0, []byte("v"), time.Hour); err != nil || !ok {
 		t.Fatalf("write: %v, %v", ok, err)
 	}
-	tx, err := pool.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(t.Context(), "SELECT now()"); err != nil {
-		t.Fatal(err)
-	}
+	tx := begunTransaction(t, pool)
 	if err := s.Delete(t.Context(), "k"); err != nil {
 		t.Fatal(err)
 	}
@@ -394,4 +380,19 @@ func TestGetAfterDeleteInOlderTransaction(t *testing.T) {
 	if version != nil {
 		t.Errorf("get after a committed Delete: value %q, version %d; want absent", value, *version)
 	}
+}
+
+// begunTransaction begins a transaction on pool and runs a statement in
+// it, so that its now() is fixed from here on; it rolls back when t ends.
+func begunTransaction(t *testing.T, pool *pgxpool.Pool) pgx.Tx {
+	t.Helper()
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(t.Context(), "SELECT now()"); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

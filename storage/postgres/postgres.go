@@ -107,8 +107,9 @@ func WithCreateTable(create bool) Option {
 // goroutine that deletes rows expired for a minute or more (see Sweep), in
 // batches of 1000. Zero means the default, one minute; a negative interval
 // disables the background sweep (call Sweep yourself then, or expired rows
-// are never reclaimed, though they still read as absent). Every process sweeps; sweeps of different
-// processes skip rows the others hold and never wait for each other.
+// are never reclaimed, though they still read as absent). Every process
+// sweeps; sweeps of different processes skip rows the others hold and
+// never wait for each other.
 func WithSweepInterval(d time.Duration) Option {
 	return func(c *config) { c.sweepInterval = d }
 }

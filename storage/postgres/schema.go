@@ -369,9 +369,9 @@ FROM (SELECT) AS one LEFT JOIN upd AS u ON true LEFT JOIN cur AS c ON true`,
 
 		// $1 the last key of the previous batch ('' to start), $2 the batch
 		// size, $3 the grace in microseconds: rows expired for less are
-		// kept (see sweepGrace). The batch walks the primary key, so each statement reads at
-		// most $2 rows whatever the table's size; rows a writer holds are
-		// skipped (the next sweep gets them). Returns the batch's last key
+		// kept (see sweepGrace). The batch walks the primary key, so each
+		// statement reads at most $2 rows whatever the table's size; rows a
+		// writer holds are skipped (the next sweep gets them). Returns the batch's last key
 		// (NULL when the batch was empty), its size, and how many rows were
 		// deleted.
 		sweep: `WITH scan AS (

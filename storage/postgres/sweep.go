@@ -6,8 +6,9 @@ import (
 )
 
 // Sweep deletes the rows of the table that expired (or were deleted) a
-// minute ago or more, in batches of at most 1000 rows read per statement, walking the primary key from start to end,
-// and returns how many rows it deleted. Each batch is its own short
+// minute ago or more, in batches of at most 1000 rows read per statement,
+// walking the primary key from start to end, and returns how many rows it
+// deleted. Each batch is its own short
 // statement: it skips rows another client holds locked (a later sweep
 // gets them) and never blocks a writer for longer than one batch.
 //
