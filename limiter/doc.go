@@ -39,7 +39,10 @@
 //     new limit can be watched before it is enforced.
 //   - WithFallback decides with a local limiter while the store fails.
 //   - WithStoreClock decides on the store's clock (Redis, PostgreSQL), so
-//     that processes with skewed clocks share one exact limit. On
+//     that processes with skewed clocks share one exact limit: each
+//     limiter's time trails the store's by the delay of the quickest reply
+//     it has had (from the store's clock read to the reply's arrival,
+//     microseconds on a local network), and limiters differ by no more. On
 //     application clocks, two processes whose clocks are s apart can admit
 //     up to s*C/P more calls per bucket than the limit, rounded up.
 //

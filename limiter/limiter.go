@@ -54,7 +54,7 @@ type Limiter struct {
 	dryRun      bool
 	fallback    *Limiter
 
-	offset      atomic.Int64 // store clock minus local clock, in ns
+	offset      atomic.Int64 // store clock minus local clock, in ns (see learn)
 	offsetKnown atomic.Bool
 }
 
@@ -138,6 +138,7 @@ func New(store storage.Store, buckets []Bucket, opts ...Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: WithStoreClock: the store (%T) cannot report its clock (it implements neither storage.TimedStore nor storage.InPlaceStore)", ErrInvalidOption, store)
 	case cfg.storeClock:
 		l.timed = timed
+		l.offset.Store(math.MinInt64) // below any offset a reply shows: see learn
 	}
 	return l, nil
 }
@@ -403,14 +404,45 @@ func (l *Limiter) now() int64 {
 	return unixNano(l.clock.Now())
 }
 
-// learn records the store's time from a reply received at local time
-// local.
-func (l *Limiter) learn(server time.Time, local time.Time) {
+// learn records what a reply says of the store's clock: server, read by
+// the store at some instant between local times sent (before the call)
+// and received (after its reply). The offset the limiter decides with
+// only moves forward on such evidence, and back only when a reply proves
+// it ahead of the store:
+//
+//   - server - received is a lower bound of the offset (the store read its
+//     clock before it replied). A reply that took long, or that waited
+//     in a pipeline or batch behind others, gives a low one, and taking
+//     it as the offset would set the limiter's time back by its delay: a
+//     caller that waited the RetryAfter of an earlier decision could then
+//     be denied again. So the offset rises to a higher lower bound but
+//     does not fall to a lower one.
+//   - server - sent is an upper bound (the store read its clock after the
+//     call was made). When it falls below the offset, the store's clock
+//     went back or the local one ran ahead, and the offset falls to it:
+//     by no more than this shows.
+func (l *Limiter) learn(server, sent, received time.Time) {
 	if server.IsZero() {
 		return
 	}
-	l.offset.Store(unixNano(server) - local.UnixNano())
-	l.offsetKnown.Store(true)
+	at := unixNano(server)
+	low, high := at-received.UnixNano(), at-sent.UnixNano()
+	for {
+		cur := l.offset.Load() // math.MinInt64 until the first reply
+		next := cur
+		switch {
+		case low > cur:
+			next = low
+		case high < cur:
+			next = high
+		}
+		if next == cur || l.offset.CompareAndSwap(cur, next) {
+			break
+		}
+	}
+	if !l.offsetKnown.Load() {
+		l.offsetKnown.Store(true)
+	}
 }
 
 // Unix nanoseconds cover the years 1678 to 2262; beyond them, UnixNano
@@ -439,9 +471,10 @@ func (l *Limiter) get(ctx context.Context, storeKey string) (storage.Record, err
 		rec, err := l.store.Get(ctx, storeKey)
 		return rec, storeError(err)
 	}
+	sent := l.clock.Now()
 	rec, at, err := l.timed.GetTimed(ctx, storeKey)
 	if err == nil {
-		l.learn(at, l.clock.Now())
+		l.learn(at, sent, l.clock.Now())
 	}
 	return rec, storeError(err)
 }
@@ -464,9 +497,10 @@ func (l *Limiter) cas(ctx context.Context, storeKey string, expected uint64, val
 		rec, swapped, err := l.store.CompareAndSwap(ctx, storeKey, expected, value, ttl)
 		return rec, swapped, storeError(err)
 	}
+	sent := l.clock.Now()
 	rec, swapped, at, err := l.timed.CompareAndSwapTimed(ctx, storeKey, expected, value, ttl)
 	if err == nil {
-		l.learn(at, l.clock.Now())
+		l.learn(at, sent, l.clock.Now())
 	}
 	return rec, swapped, storeError(err)
 }

@@ -271,6 +271,93 @@ func TestStoreClock(t *testing.T) {
 	}
 }
 
+// laggyStore is a TimedStore whose clock runs skew ahead of the test's
+// clock, and whose replies reach the limiter lag after the store read its
+// clock (the test's clock moves on by lag during each call).
+type laggyStore struct {
+	storage.Store
+	clock     *fakeclock.Clock
+	skew, lag time.Duration
+}
+
+func (s *laggyStore) reply() time.Time {
+	at := s.clock.Now().Add(s.skew)
+	s.clock.Advance(s.lag)
+	return at
+}
+
+func (s *laggyStore) GetTimed(ctx context.Context, key string) (storage.Record, time.Time, error) {
+	rec, err := s.Get(ctx, key)
+	return rec, s.reply(), err
+}
+
+func (s *laggyStore) CompareAndSwapTimed(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, time.Time, error) {
+	rec, ok, err := s.CompareAndSwap(ctx, key, expected, value, ttl)
+	return rec, ok, s.reply(), err
+}
+
+// laggy returns a limiter on the store's clock of a laggyStore 5s ahead
+// of the test's clock, with one bucket of a token per period.
+func laggy(t *testing.T, period time.Duration) (*limiter.Limiter, *laggyStore, *fakeclock.Clock) {
+	t.Helper()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	clock := fakeclock.New(t0)
+	store := &laggyStore{Store: faultstore.New(mem), clock: clock, skew: 5 * time.Second}
+	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 1, Period: period}}, limiter.WithStoreClock(), limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lim, store, clock
+}
+
+// TestStoreClockSlowReplyKeepsTime: on the store's clock, a reply that
+// comes back late does not set the limiter's time back by its delay, so
+// that a caller that waits the RetryAfter of a denial is allowed (it was
+// denied again when the limiter took each reply's time as the store's
+// time on arrival).
+func TestStoreClockSlowReplyKeepsTime(t *testing.T) {
+	lim, store, clock := laggy(t, time.Second)
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "idle"); err != nil || !d.Allowed {
+		t.Fatalf("first call: %+v, %v", d, err)
+	}
+	denied, err := lim.Allow(ctx, "idle")
+	if err != nil || denied.Allowed || denied.RetryAfter != time.Second {
+		t.Fatalf("second call: %+v, %v; want denied for 1s", denied, err)
+	}
+	// Meanwhile a call on another key takes 300ms to come back.
+	store.lag = 300 * time.Millisecond
+	if d, err := lim.Allow(ctx, "busy"); err != nil || !d.Allowed {
+		t.Fatalf("slow call: %+v, %v", d, err)
+	}
+	store.lag = 0
+	clock.Advance(denied.RetryAfter - 300*time.Millisecond)
+	if d, err := lim.Allow(ctx, "idle"); err != nil || !d.Allowed {
+		t.Errorf("after waiting RetryAfter: %+v, %v; want allowed", d, err)
+	}
+}
+
+// TestStoreClockFollowsStoreBack: when the store's clock goes back (a
+// failover to a server whose clock is behind), the limiter follows it as
+// soon as a reply shows it, rather than deciding ahead of the store.
+func TestStoreClockFollowsStoreBack(t *testing.T) {
+	lim, store, _ := laggy(t, time.Hour)
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Fatalf("first call: %+v, %v", d, err)
+	}
+	store.skew = 4 * time.Second
+	if d, err := lim.Allow(ctx, "probe"); err != nil || !d.Allowed {
+		t.Fatalf("call after the store's clock went back: %+v, %v", d, err)
+	}
+	// k was taken at the store's time t0+5s, and it is now t0+4s there:
+	// the bucket refills from t0+5s.
+	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed || d.RetryAfter != time.Hour+time.Second {
+		t.Errorf("k on the store's clock set back 1s: %+v, %v; want denied for 1h1s", d, err)
+	}
+}
+
 // TestNoAllocations: decisions without an observer allocate nothing once a
 // key is warm; a denial from the cache never does.
 func TestNoAllocations(t *testing.T) {

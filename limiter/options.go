@@ -102,7 +102,11 @@ func WithCacheSize(n int) Option {
 // as the memory driver is); New fails otherwise. The limiter learns the
 // offset between the two clocks from every reply, at no extra round trip
 // except one read on its first call; the clock given with WithClock then
-// only measures time between replies. On an in-process store it decides
+// only measures time between replies. A reply that comes back late does
+// not set the limiter's time back (so a caller that waits a denial's
+// RetryAfter is not denied for the store's latency); a reply that shows
+// the store's clock behind the limiter's time, as after a failover to a
+// server whose clock is behind, sets it back at once. On an in-process store it decides
 // on the clock the store expires records by, and a clock given with
 // WithClock is not read. The default is the application's clock.
 func WithStoreClock() Option {
