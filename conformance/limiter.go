@@ -579,7 +579,7 @@ func checkStoreClock(ctx context.Context, tb testing.TB, newStore NewStore) erro
 	store := newStore(tb)
 	ts, ok := store.(storage.TimedStore)
 	if !ok {
-		return fmt.Errorf("%w: the store does not implement storage.TimedStore", errNotApplicable)
+		return fmt.Errorf("%w: the store does not implement storage.TimedStore (this check is for stores that report a server's clock; an in-process store is its own clock)", errNotApplicable)
 	}
 	if err := checkTimesAdvance(ctx, ts); err != nil {
 		return err

@@ -95,13 +95,20 @@ func ExampleLimiter_Reset() {
 		log.Fatal(err)
 	}
 	ctx := context.Background()
-	lim.AllowN(ctx, "bob", 2)
-	d, _ := lim.Peek(ctx, "bob")
+	if _, err := lim.AllowN(ctx, "bob", 2); err != nil {
+		log.Fatal(err)
+	}
+	d, err := lim.Peek(ctx, "bob")
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println("before reset:", d.Remaining)
 	if err := lim.Reset(ctx, "bob"); err != nil {
 		log.Fatal(err)
 	}
-	d, _ = lim.Peek(ctx, "bob")
+	if d, err = lim.Peek(ctx, "bob"); err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println("after reset:", d.Remaining)
 	// Output:
 	// before reset: 1

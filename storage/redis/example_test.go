@@ -54,6 +54,7 @@ func ExampleNew_cluster() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer store.Close()
 	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 100, Period: time.Minute}})
 	if err != nil {
 		log.Fatal(err)
