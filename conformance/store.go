@@ -36,6 +36,15 @@ const (
 	// expiryBound is how long past its time to live a record may still
 	// read as present before a check fails.
 	expiryBound = 3 * time.Second
+	// promptExpiry is how long past its time to live a record may read
+	// as present in ExpiresOnTime, which reads it once, before a sweeper
+	// running every second or so is likely to have removed it.
+	promptExpiry = 250 * time.Millisecond
+	// cutCalls is the number of calls CancelDuringCall cuts short: call i
+	// after i*i*cutStep, from 0 to about 9 ms, finely at first, where a
+	// local server's round trip ends.
+	cutCalls = 300
+	cutStep  = 100 * time.Nanosecond
 	// pollEvery is the pause between two reads while waiting for expiry.
 	pollEvery = 10 * time.Millisecond
 	// deadlineMargin is the time a wait for expiry leaves on its context
@@ -81,8 +90,14 @@ const (
 //   - stores values byte for byte, from empty (still present, Version > 0)
 //     to MaxValueLen bytes, does not keep the caller's slice, and never
 //     changes a Value it returned when the key is written again;
+//   - reads a record as absent once its time to live has passed, by the
+//     first read 250 ms later (not only once a sweeper removed it), also
+//     for times to live of a nanosecond and 1.5 ms;
 //   - writes nothing when the context is already cancelled or past its
-//     deadline, and returns an error matching the context's error;
+//     deadline, and returns the context's error as it is;
+//   - never reports a conflict for a write that landed, nor an error that
+//     does not wrap storage.ErrUnavailable, when a context ends during the
+//     call (300 calls cut short after 0 to 9 ms);
 //   - shows two handles over one backend each other's writes and conflicts
 //     (the subtest TwoHandlesShareBackend calls factory twice with the
 //     same tb);
@@ -140,6 +155,7 @@ func storeChecks() []storeCheck {
 		{"VersionsOnlyGrow", checkVersionsOnlyGrow},
 		{"ConcurrentIncrements", checkConcurrentIncrements},
 		{"Expiry", checkExpiry},
+		{"ExpiresOnTime", checkExpiresOnTime},
 		{"SwapSetsTTL", checkSwapSetsTTL},
 		{"RecordsLiveTheirTTL", checkRecordsLiveTheirTTL},
 		{"DeleteRemoves", checkDeleteRemoves},
@@ -149,6 +165,7 @@ func storeChecks() []storeCheck {
 		{"ReturnedValuesStayPut", checkReturnedValuesStayPut},
 		{"VersionsGrowAfterReclaim", checkVersionsGrowAfterReclaim},
 		{"DoneContextWritesNothing", checkDoneContextWritesNothing},
+		{"CancelDuringCall", checkCancelDuringCall},
 		{"TwoHandlesShareBackend", checkTwoHandlesShareBackend},
 		{"CloseThenErrClosed", checkCloseThenErrClosed},
 	}
@@ -307,6 +324,31 @@ func checkExpiry(ctx context.Context, tb testing.TB, newStore NewStore) error {
 	}
 	if err := wantRecord(ctx, s, "long", long); err != nil {
 		return fmt.Errorf("a record written with ttl %v: %w", longTTL, err)
+	}
+	return nil
+}
+
+// checkExpiresOnTime: a record reads as absent by the first Get made
+// promptExpiry after its time to live has passed, whatever a sweeper has
+// done by then: for a short time to live, and for the shortest (a
+// nanosecond) and one that is not a whole number of milliseconds, which
+// a driver must not round down to nothing or to "no expiry".
+func checkExpiresOnTime(ctx context.Context, tb testing.TB, newStore NewStore) error {
+	s := newStore(tb)
+	for _, ttl := range []time.Duration{shortTTL, time.Nanosecond, 1500 * time.Microsecond} {
+		key := "ttl-" + ttl.String()
+		start := time.Now()
+		if _, err := write(ctx, s, key, 0, []byte("v"), ttl); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(start.Add(ttl + promptExpiry))):
+		}
+		if err := wantAbsent(ctx, s, key); err != nil {
+			return fmt.Errorf("%v after a write with ttl %v: %w", time.Since(start).Round(time.Millisecond), ttl, err)
+		}
 	}
 	return nil
 }
@@ -606,9 +648,10 @@ func checkVersionsGrowAfterReclaim(ctx context.Context, tb testing.TB, newStore 
 }
 
 // checkDoneContextWritesNothing: with a context already cancelled or past
-// its deadline, CompareAndSwap and Delete return an error matching the
-// context's error and change nothing; Get returns that error or the
-// record.
+// its deadline, CompareAndSwap and Delete return the context's error as it
+// is (not wrapped in storage.ErrUnavailable: nothing was written, and the
+// backend did not fail) and change nothing; Get returns an error matching
+// it or the record.
 func checkDoneContextWritesNothing(ctx context.Context, tb testing.TB, newStore NewStore) error {
 	s := newStore(tb)
 	cancelled, cancel := context.WithCancel(ctx)
@@ -628,8 +671,8 @@ func checkDoneContextWritesNothing(ctx context.Context, tb testing.TB, newStore 
 		}
 		absent, present := "absent-"+done.name, "present-"+done.name
 		rec, swapped, err := s.CompareAndSwap(done.ctx, absent, 0, []byte("v"), longTTL)
-		if !errors.Is(err, done.want) || swapped {
-			return fail("%s = %s, swapped %t, err %v; want swapped false and an error matching %v",
+		if err != done.want || swapped {
+			return fail("%s = %s, swapped %t, err %v; want swapped false and the context's error as it is, %v",
 				casCall(absent, 0, []byte("v")), showRecord(rec), swapped, err, done.want)
 		}
 		if err := wantAbsent(ctx, s, absent); err != nil {
@@ -640,15 +683,15 @@ func checkDoneContextWritesNothing(ctx context.Context, tb testing.TB, newStore 
 			return err
 		}
 		rec, swapped, err = s.CompareAndSwap(done.ctx, present, cur.Version, []byte("v2"), longTTL)
-		if !errors.Is(err, done.want) || swapped {
-			return fail("%s = %s, swapped %t, err %v; want swapped false and an error matching %v",
+		if err != done.want || swapped {
+			return fail("%s = %s, swapped %t, err %v; want swapped false and the context's error as it is, %v",
 				casCall(present, cur.Version, []byte("v2")), showRecord(rec), swapped, err, done.want)
 		}
 		if err := wantRecord(ctx, s, present, cur); err != nil {
 			return fail("CompareAndSwap wrote anyway: %v", err)
 		}
-		if err := s.Delete(done.ctx, present); !errors.Is(err, done.want) {
-			return fail("Delete(%q) = %v, want an error matching %v", present, err, done.want)
+		if err := s.Delete(done.ctx, present); err != done.want {
+			return fail("Delete(%q) = %v, want the context's error as it is, %v", present, err, done.want)
 		}
 		if err := wantRecord(ctx, s, present, cur); err != nil {
 			return fail("Delete deleted anyway: %v", err)
@@ -660,6 +703,50 @@ func checkDoneContextWritesNothing(ctx context.Context, tb testing.TB, newStore 
 		if err == nil && !sameRecord(got, cur) {
 			return fail("Get(%q) = %s, want %s", present, showRecord(got), showRecord(cur))
 		}
+	}
+	return nil
+}
+
+// checkCancelDuringCall: calls whose context ends while they run (after
+// 0 to about 9 ms) may fail, but never hide a write that landed: a
+// swap reported as a conflict, or as an error that does not wrap
+// storage.ErrUnavailable, must not have written its value, and an error
+// must match the context's. Each call's value is its own, so a read after
+// it shows whether it landed.
+func checkCancelDuringCall(ctx context.Context, tb testing.TB, newStore NewStore) error {
+	s := newStore(tb)
+	const key = "cut"
+	var cur storage.Record
+	for i := range cutCalls {
+		cut, cancel := context.WithTimeout(ctx, time.Duration(i*i)*cutStep)
+		v := fmt.Appendf(nil, "v%d", i)
+		rec, swapped, err := s.CompareAndSwap(cut, key, cur.Version, v, longTTL)
+		cutErr := cut.Err()
+		if d, _ := cut.Deadline(); cutErr == nil && !time.Now().Before(d) {
+			// Past its deadline, though its timer has not fired yet: a
+			// network deadline derived from it may have fired first.
+			cutErr = context.DeadlineExceeded
+		}
+		cancel()
+		now, getErr := s.Get(ctx, key)
+		if getErr != nil {
+			return fmt.Errorf("Get(%s) after a call cut short: %w", showKey(key), getErr)
+		}
+		landed := bytes.Equal(now.Value, v)
+		call := casCall(key, cur.Version, v)
+		switch {
+		case err == nil && swapped && !landed:
+			return fmt.Errorf("%s = %s, swapped, but Get reads %s", call, showRecord(rec), showRecord(now))
+		case err == nil && !swapped && landed:
+			return fmt.Errorf("%s reported a conflict (%s), but its value was written: %s", call, showRecord(rec), showRecord(now))
+		case err != nil && cutErr == nil:
+			return fmt.Errorf("%s: %w, with its context still live", call, err)
+		case err != nil && !errors.Is(err, cutErr):
+			return fmt.Errorf("%s with a context that ended: %v, want an error matching %v", call, err, cutErr)
+		case err != nil && landed && !errors.Is(err, storage.ErrUnavailable):
+			return fmt.Errorf("%s: %v, but its value was written: an unknown outcome must wrap storage.ErrUnavailable", call, err)
+		}
+		cur = now
 	}
 	return nil
 }

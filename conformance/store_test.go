@@ -108,6 +108,9 @@ func brokenStores() []brokenStore {
 		{"returned values share the store's buffer", faults{shareValues: true}, []string{"ReturnedValuesStayPut"}},
 		{"versions restart once a key's record is reclaimed", faults{forgetVersionsAfter: time.Second}, []string{"VersionsGrowAfterReclaim"}},
 		{"done context still writes", faults{ignoreContext: true}, []string{"DoneContextWritesNothing"}},
+		{"done context's error is wrapped in ErrUnavailable", faults{wrapDoneContext: true}, []string{"DoneContextWritesNothing"}},
+		{"expired records read present until a sweep a second later", faults{expiresLate: time.Second}, []string{"ExpiresOnTime"}},
+		{"a write that lands as ctx ends reports ctx's bare error", faults{bareErrorAfterWrite: true}, []string{"CancelDuringCall"}},
 		{"handles do not share a backend", faults{separateHandles: true}, []string{"TwoHandlesShareBackend"}},
 		{"Close does nothing", faults{closeNoop: true}, []string{"CloseThenErrClosed"}},
 		{"second Close panics", faults{closePanics: true}, []string{"CloseThenErrClosed"}},
@@ -160,6 +163,9 @@ type faults struct {
 	closePanics         bool                // a second Close panics
 	shareValues         bool                // returned Values are the stored slice, overwritten in place
 	forgetVersionsAfter time.Duration       // versions count per key, forgotten this long after the last write
+	wrapDoneContext     bool                // a done context's error comes back wrapped in ErrUnavailable
+	expiresLate         time.Duration       // expired records read as present this much longer
+	bareErrorAfterWrite bool                // a swap whose ctx ends within 10ms of it returns ctx.Err(), written
 }
 
 // refFactory returns a NewStore for reference stores with faults f. As
@@ -222,7 +228,7 @@ type refRecord struct {
 // honourExpiry, expired (which it then removes). Call with b.mu held.
 func (b *refBackend) live(key string, honourExpiry bool) (refRecord, bool) {
 	r, ok := b.recs[key]
-	if ok && honourExpiry && !b.f.ignoreExpiry && !time.Now().Before(r.expires) {
+	if ok && honourExpiry && !b.f.ignoreExpiry && !time.Now().Before(r.expires.Add(b.f.expiresLate)) {
 		delete(b.recs, key)
 		return refRecord{}, false
 	}
@@ -251,6 +257,9 @@ func (s *refStore) enter(ctx context.Context) error {
 	}
 	if s.b.f.ignoreContext {
 		return nil
+	}
+	if err := ctx.Err(); err != nil && s.b.f.wrapDoneContext {
+		return fmt.Errorf("ref: %w: %w", storage.ErrUnavailable, err)
 	}
 	return ctx.Err()
 }
@@ -283,6 +292,20 @@ func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint
 	if err := s.enter(ctx); err != nil {
 		return storage.Record{}, false, err
 	}
+	if s.b.f.bareErrorAfterWrite {
+		rec, swapped, err := s.swap(ctx, key, expected, value, ttl)
+		select {
+		case <-ctx.Done():
+			return storage.Record{}, false, ctx.Err() // hides the write
+		case <-time.After(10 * time.Millisecond):
+			return rec, swapped, err
+		}
+	}
+	return s.swap(ctx, key, expected, value, ttl)
+}
+
+// swap is CompareAndSwap once ctx was checked.
+func (s *refStore) swap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
 	b, f := s.b, s.b.f
 	key = b.key(key)
 	b.mu.Lock()
