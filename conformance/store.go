@@ -45,6 +45,12 @@ const (
 	// local server's round trip ends.
 	cutCalls = 300
 	cutStep  = 100 * time.Nanosecond
+	// clockSlack is how much less than the system's clock a store's clock
+	// may move between two reads.
+	clockSlack = 50 * time.Millisecond
+	// holdWait is how long InPlaceHolds waits for a Hold that nothing
+	// else holds.
+	holdWait = 5 * time.Second
 	// pollEvery is the pause between two reads while waiting for expiry.
 	pollEvery = 10 * time.Millisecond
 	// deadlineMargin is the time a wait for expiry leaves on its context
@@ -101,6 +107,15 @@ const (
 //   - shows two handles over one backend each other's writes and conflicts
 //     (the subtest TwoHandlesShareBackend calls factory twice with the
 //     same tb);
+//   - when it implements storage.InPlaceStore (the subtest InPlaceHolds
+//     is skipped otherwise): holds an absent or expired key as Version 0,
+//     reports a clock within a second of the system's and moving with it,
+//     commits a value
+//     built in its Buffer with a greater version that Get and
+//     CompareAndSwap then see, leaves the record as it was on Release,
+//     expires a committed record at the instant given (by the first read
+//     250 ms later), never changes a Value Get returned, and refuses a
+//     done context without holding anything;
 //   - after Close, fails every call with an error matching
 //     storage.ErrClosed, and accepts a second Close.
 //
@@ -129,7 +144,11 @@ func RunStore[F Factory](t *testing.T, factory F) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), checkTimeout)
 			defer cancel()
-			if err := c.run(ctx, t, newStore); err != nil {
+			err := c.run(ctx, t, newStore)
+			if errors.Is(err, errNotApplicable) {
+				t.Skip(err)
+			}
+			if err != nil {
 				t.Error(err)
 			}
 		})
@@ -167,6 +186,7 @@ func storeChecks() []storeCheck {
 		{"DoneContextWritesNothing", checkDoneContextWritesNothing},
 		{"CancelDuringCall", checkCancelDuringCall},
 		{"TwoHandlesShareBackend", checkTwoHandlesShareBackend},
+		{"InPlaceHolds", checkInPlaceHolds},
 		{"CloseThenErrClosed", checkCloseThenErrClosed},
 	}
 }
@@ -792,6 +812,121 @@ func checkTwoHandlesShareBackend(ctx context.Context, tb testing.TB, newStore Ne
 		return fmt.Errorf("second handle: %w", err)
 	}
 	return increments(ctx, []storage.Store{a, b}, "shared-counter", 8, 50)
+}
+
+// checkInPlaceHolds: the in-process interface, storage.InPlaceStore, keeps
+// the promises of Store (versions that grow, expiry, Values that stay put)
+// through Hold, Commit and Release, and reports the clock it expires
+// records by.
+func checkInPlaceHolds(ctx context.Context, tb testing.TB, newStore NewStore) error {
+	s := newStore(tb)
+	ip, ok := s.(storage.InPlaceStore)
+	if !ok {
+		return fmt.Errorf("%w: the store does not implement storage.InPlaceStore", errNotApplicable)
+	}
+	const prefix, key = "ns:", "k"
+	hold := func(what string) (storage.Held, int64, error) {
+		h, now, err := ip.Hold(ctx, prefix, key)
+		if err != nil {
+			return nil, 0, fmt.Errorf("Hold(%q, %q) %s: %w", prefix, key, what, err)
+		}
+		return h, now, nil
+	}
+	h, now, err := hold("of an absent key")
+	if err != nil {
+		return err
+	}
+	firstNow, firstHeld := now, time.Now()
+	if r := h.Record(); r.Version != 0 || len(r.Value) != 0 {
+		h.Release()
+		return fmt.Errorf("Hold of an absent key: Record() = %s, want Version 0 and an empty Value", showRecord(r))
+	}
+	if off := time.Duration(now - time.Now().UnixNano()); off.Abs() > time.Second {
+		h.Release()
+		return fmt.Errorf("Hold reports the store's clock %v from the system's: it must be the clock records expire by, in Unix nanoseconds", off)
+	}
+	first := storage.Record{Value: []byte("one"), Version: h.Commit(append(h.Buffer(), "one"...), now+int64(longTTL))}
+	if first.Version == 0 {
+		return errors.New("Commit returned version 0")
+	}
+	if err := wantRecord(ctx, s, prefix+key, first); err != nil {
+		return fmt.Errorf("after Commit: %w", err)
+	}
+	got, err := s.Get(ctx, prefix+key)
+	if err != nil {
+		return err
+	}
+	if h, _, err = hold("of a committed record"); err != nil {
+		return err
+	}
+	if r := h.Record(); !sameRecord(r, first) {
+		h.Release()
+		return fmt.Errorf("Hold after Commit: Record() = %s, want %s", showRecord(r), showRecord(first))
+	}
+	h.Release()
+	if err := wantRecord(ctx, s, prefix+key, first); err != nil {
+		return fmt.Errorf("after Release: %w", err)
+	}
+	// A value of the same length, built in the Buffer, which may share the
+	// held record's memory, but never that of a Value Get returned.
+	if h, now, err = hold("to write again"); err != nil {
+		return err
+	}
+	second := storage.Record{Value: []byte("two"), Version: h.Commit(append(h.Buffer(), "two"...), now+int64(shortTTL))}
+	if !bytes.Equal(got.Value, first.Value) {
+		return fmt.Errorf("a Value Get returned changed from %q to %q when the key was committed again", first.Value, got.Value)
+	}
+	if second.Version <= first.Version {
+		return fmt.Errorf("Commit over version %d returned version %d, want a greater one", first.Version, second.Version)
+	}
+	if err := conflict(ctx, s, prefix+key, first.Version, []byte("x"), second); err != nil {
+		return fmt.Errorf("after a second Commit: %w", err)
+	}
+	// The second record expires at now+shortTTL on the store's clock.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Until(time.Unix(0, now).Add(shortTTL + promptExpiry))):
+	}
+	before := time.Now()
+	if h, now, err = hold("of an expired record"); err != nil {
+		return err
+	}
+	if moved, least := time.Duration(now-firstNow), before.Sub(firstHeld)-clockSlack; moved < least {
+		h.Release()
+		return fmt.Errorf("the clock Hold reports moved %v while %v passed: it must be the current time", moved, least+clockSlack)
+	}
+	if r := h.Record(); r.Version != 0 || len(r.Value) != 0 {
+		h.Release()
+		return fmt.Errorf("Hold past the expiry given to Commit: Record() = %s, want Version 0 and an empty Value", showRecord(r))
+	}
+	h.Release()
+	if err := wantAbsent(ctx, s, prefix+key); err != nil {
+		return fmt.Errorf("past the expiry given to Commit: %w", err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if h, _, err := ip.Hold(done, prefix, key); err != context.Canceled {
+		if err == nil {
+			h.Release()
+		}
+		return fmt.Errorf("Hold with a cancelled context: %v, want context.Canceled as it is", err)
+	}
+	// Nothing is held: another Hold does not wait.
+	held := make(chan error, 1)
+	go func() {
+		h, _, err := hold("after a refused one")
+		if err == nil {
+			h.Release()
+		}
+		held <- err
+	}()
+	select {
+	case err := <-held:
+		return err
+	case <-time.After(holdWait):
+		return fmt.Errorf("Hold after one refused for a cancelled context still waits after %v: the refused Hold left the key held", holdWait)
+	}
 }
 
 // checkCloseThenErrClosed: Close succeeds, a second Close is harmless, and

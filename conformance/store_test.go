@@ -16,6 +16,7 @@ import (
 
 func TestRunStoreReference(t *testing.T) {
 	RunStore(t, refFactory(faults{}))
+	t.Run("InPlace", func(t *testing.T) { RunStore(t, refFactory(faults{inPlace: true})) })
 }
 
 // TestChecksCatchBrokenStores runs checks against stores that each break
@@ -111,6 +112,12 @@ func brokenStores() []brokenStore {
 		{"done context's error is wrapped in ErrUnavailable", faults{wrapDoneContext: true}, []string{"DoneContextWritesNothing"}},
 		{"expired records read present until a sweep a second later", faults{expiresLate: time.Second}, []string{"ExpiresOnTime"}},
 		{"a write that lands as ctx ends reports ctx's bare error", faults{bareErrorAfterWrite: true}, []string{"CancelDuringCall"}},
+		{"Hold reports a clock an hour behind", faults{inPlace: true, holdClockBehind: time.Hour}, []string{"InPlaceHolds"}},
+		{"Hold reports a clock that stands still", faults{inPlace: true, holdClockFrozen: true}, []string{"InPlaceHolds"}},
+		{"Hold reads expired records as live", faults{inPlace: true, holdIgnoresExpiry: true}, []string{"InPlaceHolds"}},
+		{"Commit overwrites the Value Get returned", faults{inPlace: true, holdBufferShared: true}, []string{"InPlaceHolds"}},
+		{"Commit keeps the version", faults{inPlace: true, commitKeepsVersion: true}, []string{"InPlaceHolds"}},
+		{"a refused Hold stays held", faults{inPlace: true, refusedHoldLeaks: true}, []string{"InPlaceHolds"}},
 		{"handles do not share a backend", faults{separateHandles: true}, []string{"TwoHandlesShareBackend"}},
 		{"Close does nothing", faults{closeNoop: true}, []string{"CloseThenErrClosed"}},
 		{"second Close panics", faults{closePanics: true}, []string{"CloseThenErrClosed"}},
@@ -166,6 +173,13 @@ type faults struct {
 	wrapDoneContext     bool                // a done context's error comes back wrapped in ErrUnavailable
 	expiresLate         time.Duration       // expired records read as present this much longer
 	bareErrorAfterWrite bool                // a swap whose ctx ends within 10ms of it returns ctx.Err(), written
+	inPlace             bool                // the store implements storage.InPlaceStore (not a fault)
+	holdClockBehind     time.Duration       // Hold reports the time this much behind
+	holdClockFrozen     bool                // Hold reports the time of the backend's first Hold
+	holdIgnoresExpiry   bool                // Hold's Record() includes expired records
+	holdBufferShared    bool                // Get hands out and Buffer reuses the stored slice
+	commitKeepsVersion  bool                // Commit over a record keeps its version
+	refusedHoldLeaks    bool                // a Hold refused for a done context keeps the key held
 }
 
 // refFactory returns a NewStore for reference stores with faults f. As
@@ -197,9 +211,75 @@ func refFactory(f faults) NewStore {
 				tb.Errorf("Close: %v", err)
 			}
 		})
+		if f.inPlace {
+			return refInPlace{s}
+		}
 		return s
 	}
 }
+
+// refInPlace is a refStore with storage.InPlaceStore: a hold keeps the
+// whole backend locked until Commit or Release.
+type refInPlace struct{ *refStore }
+
+var _ storage.InPlaceStore = refInPlace{}
+
+func (s refInPlace) Hold(ctx context.Context, prefix, key string) (storage.Held, int64, error) {
+	b, f := s.b, s.b.f
+	if err := s.enter(ctx); err != nil {
+		if f.refusedHoldLeaks && ctx.Err() != nil {
+			b.mu.Lock()
+		}
+		return nil, 0, err
+	}
+	b.mu.Lock()
+	h := &refHeld{b: b, key: b.key(prefix + key)}
+	if r, ok := b.live(h.key, !f.holdIgnoresExpiry); ok {
+		h.rec, h.stored = storage.Record{Value: r.value, Version: r.version}, r.value
+	}
+	now := time.Now().Add(-f.holdClockBehind)
+	if f.holdClockFrozen {
+		if b.frozen.IsZero() {
+			b.frozen = now
+		}
+		now = b.frozen
+	}
+	return h, now.UnixNano(), nil
+}
+
+// refHeld is a key held by refInPlace.Hold, with b.mu locked.
+type refHeld struct {
+	b      *refBackend
+	key    string
+	rec    storage.Record
+	stored []byte
+}
+
+func (h *refHeld) Record() storage.Record { return h.rec }
+
+func (h *refHeld) Buffer() []byte {
+	if h.b.f.holdBufferShared {
+		return h.stored[:0]
+	}
+	return nil
+}
+
+func (h *refHeld) Commit(value []byte, expires int64) uint64 {
+	b := h.b
+	defer b.mu.Unlock()
+	v := h.rec.Version
+	if !b.f.commitKeepsVersion || v == 0 {
+		b.last++
+		v = b.last
+	}
+	if !b.f.holdBufferShared {
+		value = bytes.Clone(value)
+	}
+	b.recs[h.key] = refRecord{value: value, version: v, expires: time.Unix(0, expires)}
+	return v
+}
+
+func (h *refHeld) Release() { h.b.mu.Unlock() }
 
 // refBackend is the shared state of reference store handles: a map with a
 // store-wide version counter and real expiry.
@@ -211,6 +291,7 @@ type refBackend struct {
 	// keyLast is, per key, the last version and when it was written
 	// (forgetVersionsAfter).
 	keyLast map[string]keyVersion
+	frozen  time.Time // the clock of the first Hold (holdClockFrozen)
 }
 
 type keyVersion struct {
@@ -279,7 +360,7 @@ func (s *refStore) Get(ctx context.Context, key string) (storage.Record, error) 
 		return storage.Record{}, nil
 	}
 	v := bytes.Clone(r.value)
-	if b.f.shareValues {
+	if b.f.shareValues || b.f.holdBufferShared {
 		v = r.value
 	}
 	if n := b.f.truncateGet; n > 0 && len(v) > n {
