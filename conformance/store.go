@@ -97,8 +97,9 @@ const (
 //     to MaxValueLen bytes, does not keep the caller's slice, and never
 //     changes a Value it returned when the key is written again;
 //   - reads a record as absent once its time to live has passed, by the
-//     first read 250 ms later (not only once a sweeper removed it), also
-//     for times to live of a nanosecond and 1.5 ms;
+//     first read 250 ms after the write returned and the ttl ran out (not
+//     only once a sweeper removed it), also for times to live of a
+//     nanosecond and 1.5 ms;
 //   - writes nothing when the context is already cancelled or past its
 //     deadline, and returns the context's error as it is;
 //   - never reports a conflict for a write that landed, nor an error that
@@ -349,25 +350,26 @@ func checkExpiry(ctx context.Context, tb testing.TB, newStore NewStore) error {
 }
 
 // checkExpiresOnTime: a record reads as absent by the first Get made
-// promptExpiry after its time to live has passed, whatever a sweeper has
+// promptExpiry after its time to live has passed, counted from when the
+// write returned (the backend started it before), whatever a sweeper has
 // done by then: for a short time to live, and for the shortest (a
-// nanosecond) and one that is not a whole number of milliseconds, which
-// a driver must not round down to nothing or to "no expiry".
+// nanosecond) and one that is not a whole number of milliseconds, which a
+// driver must accept and must not turn into "no expiry".
 func checkExpiresOnTime(ctx context.Context, tb testing.TB, newStore NewStore) error {
 	s := newStore(tb)
 	for _, ttl := range []time.Duration{shortTTL, time.Nanosecond, 1500 * time.Microsecond} {
 		key := "ttl-" + ttl.String()
-		start := time.Now()
 		if _, err := write(ctx, s, key, 0, []byte("v"), ttl); err != nil {
 			return err
 		}
+		start := time.Now()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Until(start.Add(ttl + promptExpiry))):
 		}
 		if err := wantAbsent(ctx, s, key); err != nil {
-			return fmt.Errorf("%v after a write with ttl %v: %w", time.Since(start).Round(time.Millisecond), ttl, err)
+			return fmt.Errorf("%v after a write with ttl %v returned: %w", time.Since(start).Round(time.Millisecond), ttl, err)
 		}
 	}
 	return nil

@@ -40,9 +40,12 @@
 //   - WithFallback decides with a local limiter while the store fails.
 //   - WithStoreClock decides on the store's clock (Redis, PostgreSQL), so
 //     that processes with skewed clocks share one exact limit: each
-//     limiter's time trails the store's by the delay of the quickest reply
-//     it has had (from the store's clock read to the reply's arrival,
-//     microseconds on a local network), and limiters differ by no more. On
+//     limiter's time stays behind the store's, by about the delay of the
+//     quickest reply it has had (from the store's clock read to the
+//     reply's arrival, microseconds on a local network); a local clock
+//     that runs fast can put it ahead by no more than the time a call
+//     takes to reach the store, and a step of the local clock moves it
+//     until the next reply. On
 //     application clocks, two processes whose clocks are s apart can admit
 //     up to s*C/P more calls per bucket than the limit, rounded up.
 //

@@ -1,5 +1,7 @@
 package limiter
 
+import "time"
+
 // CacheTrust is cacheTrust, for tests.
 const CacheTrust = cacheTrust
 
@@ -25,3 +27,11 @@ func CachedKeys(l *Limiter) int {
 	}
 	return n
 }
+
+// LearnOffset is learnOffset, for tests of clock readings (a wall clock
+// step during a call) that a manual clock cannot produce.
+func LearnOffset(l *Limiter, low int64, rtt time.Duration) { l.learnOffset(low, rtt) }
+
+// Offset returns the store clock's offset l decides with, and whether it
+// knows one.
+func Offset(l *Limiter) (int64, bool) { return l.offset.Load(), l.offsetKnown.Load() }

@@ -406,35 +406,44 @@ func (l *Limiter) now() int64 {
 
 // learn records what a reply says of the store's clock: server, read by
 // the store at some instant between local times sent (before the call)
-// and received (after its reply). The offset the limiter decides with
-// only moves forward on such evidence, and back only when a reply proves
-// it ahead of the store:
-//
-//   - server - received is a lower bound of the offset (the store read its
-//     clock before it replied). A reply that took long, or that waited
-//     in a pipeline or batch behind others, gives a low one, and taking
-//     it as the offset would set the limiter's time back by its delay: a
-//     caller that waited the RetryAfter of an earlier decision could then
-//     be denied again. So the offset rises to a higher lower bound but
-//     does not fall to a lower one.
-//   - server - sent is an upper bound (the store read its clock after the
-//     call was made). When it falls below the offset, the store's clock
-//     went back or the local one ran ahead, and the offset falls to it:
-//     by no more than this shows.
+// and received (after its reply).
 func (l *Limiter) learn(server, sent, received time.Time) {
 	if server.IsZero() {
 		return
 	}
-	at := unixNano(server)
-	low, high := at-received.UnixNano(), at-sent.UnixNano()
+	// received.Sub(sent) is measured on the monotonic clock when both
+	// carry one (the system clock's readings do), so that a step of the
+	// wall clock during the call is not taken for a slow reply.
+	l.learnOffset(unixNano(server)-received.UnixNano(), max(received.Sub(sent), 0))
+}
+
+// learnOffset moves the offset the limiter decides with (store clock
+// minus local clock) by what one reply shows: low, the store's time minus
+// the local time the reply arrived at, is a lower bound of the offset
+// (the store read its clock before it replied), and low+rtt an upper
+// bound (it read it after the call was made). The offset never goes
+// ahead of the store on this evidence:
+//
+//   - it rises to a greater lower bound, but does not fall to a smaller
+//     one: a reply that took long, or waited in a pipeline or a batch
+//     behind others, gives a low one, and taking it would set the
+//     limiter's time back by its delay, so that a caller that waited an
+//     earlier decision's RetryAfter could be denied again;
+//   - when an upper bound falls below it (the store's clock went back, or
+//     the local one stepped or runs ahead), it falls to that reply's lower
+//     bound, not to the upper one, which is ahead of the store by the time
+//     the call waited before the store read its clock.
+//
+// Offsets are compared by their wrapping difference, as now adds them, so
+// that a local clock beyond the years of Unix nanoseconds does not flip
+// the comparisons.
+func (l *Limiter) learnOffset(low int64, rtt time.Duration) {
+	high := low + int64(rtt)
 	for {
 		cur := l.offset.Load() // math.MinInt64 until the first reply
 		next := cur
-		switch {
-		case low > cur:
+		if cur == math.MinInt64 || low-cur > 0 || high-cur < 0 {
 			next = low
-		case high < cur:
-			next = high
 		}
 		if next == cur || l.offset.CompareAndSwap(cur, next) {
 			break

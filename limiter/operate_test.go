@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -271,18 +272,22 @@ func TestStoreClock(t *testing.T) {
 	}
 }
 
-// laggyStore is a TimedStore whose clock runs skew ahead of the test's
-// clock, and whose replies reach the limiter lag after the store read its
-// clock (the test's clock moves on by lag during each call).
+// laggyStore is a TimedStore with a clock of its own, server, beside the
+// limiter's, local. Each call takes send on both clocks before the store
+// reads its clock (the request on its way, or waiting for a connection),
+// then back on both (the reply on its way).
 type laggyStore struct {
 	storage.Store
-	clock     *fakeclock.Clock
-	skew, lag time.Duration
+	local, server *fakeclock.Clock
+	send, back    time.Duration
 }
 
 func (s *laggyStore) reply() time.Time {
-	at := s.clock.Now().Add(s.skew)
-	s.clock.Advance(s.lag)
+	s.local.Advance(s.send)
+	s.server.Advance(s.send)
+	at := s.server.Now()
+	s.local.Advance(s.back)
+	s.server.Advance(s.back)
 	return at
 }
 
@@ -296,19 +301,37 @@ func (s *laggyStore) CompareAndSwapTimed(ctx context.Context, key string, expect
 	return rec, ok, s.reply(), err
 }
 
-// laggy returns a limiter on the store's clock of a laggyStore 5s ahead
-// of the test's clock, with one bucket of a token per period.
-func laggy(t *testing.T, period time.Duration) (*limiter.Limiter, *laggyStore, *fakeclock.Clock) {
+// laggy returns a limiter on the store's clock of a laggyStore whose
+// clocks start at local and server, with one bucket of a token per period.
+func laggy(t *testing.T, period time.Duration, local, server time.Time) (*limiter.Limiter, *laggyStore) {
 	t.Helper()
 	mem := memory.New()
 	t.Cleanup(func() { mem.Close() })
-	clock := fakeclock.New(t0)
-	store := &laggyStore{Store: faultstore.New(mem), clock: clock, skew: 5 * time.Second}
-	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 1, Period: period}}, limiter.WithStoreClock(), limiter.WithClock(clock))
+	store := &laggyStore{Store: faultstore.New(mem), local: fakeclock.New(local), server: fakeclock.New(server)}
+	lim, err := limiter.New(store, []limiter.Bucket{{Capacity: 1, Period: period}}, limiter.WithStoreClock(), limiter.WithClock(store.local))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return lim, store, clock
+	return lim, store
+}
+
+// advance moves both of s's clocks on by d, and the store's by skew more.
+func (s *laggyStore) advance(d, skew time.Duration) {
+	s.local.Advance(d)
+	s.server.Advance(d + skew)
+}
+
+// slowCalls makes n allowed calls on other keys, each of which waits
+// 500ms before the store reads its clock and 500ms for its reply.
+func (s *laggyStore) slowCalls(t *testing.T, lim *limiter.Limiter, n int) {
+	t.Helper()
+	s.send, s.back = 500*time.Millisecond, 500*time.Millisecond
+	defer func() { s.send, s.back = 0, 0 }()
+	for i := range n {
+		if d, err := lim.Allow(context.Background(), fmt.Sprint("slow", i)); err != nil || !d.Allowed {
+			t.Fatalf("slow call: %+v, %v", d, err)
+		}
+	}
 }
 
 // TestStoreClockSlowReplyKeepsTime: on the store's clock, a reply that
@@ -317,7 +340,7 @@ func laggy(t *testing.T, period time.Duration) (*limiter.Limiter, *laggyStore, *
 // denied again when the limiter took each reply's time as the store's
 // time on arrival).
 func TestStoreClockSlowReplyKeepsTime(t *testing.T) {
-	lim, store, clock := laggy(t, time.Second)
+	lim, store := laggy(t, time.Second, t0, t0.Add(5*time.Second))
 	ctx := context.Background()
 	if d, err := lim.Allow(ctx, "idle"); err != nil || !d.Allowed {
 		t.Fatalf("first call: %+v, %v", d, err)
@@ -327,12 +350,12 @@ func TestStoreClockSlowReplyKeepsTime(t *testing.T) {
 		t.Fatalf("second call: %+v, %v; want denied for 1s", denied, err)
 	}
 	// Meanwhile a call on another key takes 300ms to come back.
-	store.lag = 300 * time.Millisecond
+	store.back = 300 * time.Millisecond
 	if d, err := lim.Allow(ctx, "busy"); err != nil || !d.Allowed {
 		t.Fatalf("slow call: %+v, %v", d, err)
 	}
-	store.lag = 0
-	clock.Advance(denied.RetryAfter - 300*time.Millisecond)
+	store.back = 0
+	store.advance(denied.RetryAfter-300*time.Millisecond, 0)
 	if d, err := lim.Allow(ctx, "idle"); err != nil || !d.Allowed {
 		t.Errorf("after waiting RetryAfter: %+v, %v; want allowed", d, err)
 	}
@@ -342,12 +365,12 @@ func TestStoreClockSlowReplyKeepsTime(t *testing.T) {
 // failover to a server whose clock is behind), the limiter follows it as
 // soon as a reply shows it, rather than deciding ahead of the store.
 func TestStoreClockFollowsStoreBack(t *testing.T) {
-	lim, store, _ := laggy(t, time.Hour)
+	lim, store := laggy(t, time.Hour, t0, t0.Add(5*time.Second))
 	ctx := context.Background()
 	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
 		t.Fatalf("first call: %+v, %v", d, err)
 	}
-	store.skew = 4 * time.Second
+	store.advance(0, -time.Second)
 	if d, err := lim.Allow(ctx, "probe"); err != nil || !d.Allowed {
 		t.Fatalf("call after the store's clock went back: %+v, %v", d, err)
 	}
@@ -355,6 +378,74 @@ func TestStoreClockFollowsStoreBack(t *testing.T) {
 	// the bucket refills from t0+5s.
 	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed || d.RetryAfter != time.Hour+time.Second {
 		t.Errorf("k on the store's clock set back 1s: %+v, %v; want denied for 1h1s", d, err)
+	}
+}
+
+// TestStoreClockFallsBehindNotAhead: when replies show the limiter ahead
+// of the store, it falls to where the store's clock may have been read
+// last, behind it, not to where it may have been read first: under load
+// a call waits before the store reads its clock, and that wait would put
+// the limiter ahead of the store, admitting early (found by a review).
+func TestStoreClockFallsBehindNotAhead(t *testing.T) {
+	lim, store := laggy(t, time.Hour, t0, t0)
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed { // k's token again at t0+1h on the store's clock
+		t.Fatalf("first call: %+v, %v", d, err)
+	}
+	store.advance(time.Hour-10*time.Second, -time.Second) // the store's clock gained 1s less
+	store.slowCalls(t, lim, 10)
+	store.advance(750*time.Millisecond, 0)
+	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed {
+		t.Errorf("k 250ms before its token on the store's clock (at %v): %+v, %v; want denied", store.server.Now().Sub(t0), d, err)
+	}
+}
+
+// TestStoreClockOffsetNearWrap: an offset near the end of int64's range
+// (a local clock in 1734 against a store in 2027) is compared by its
+// wrapping difference, as it is added, and keeps the limiter behind the
+// store; signed comparisons flipped it ahead on every other reply.
+func TestStoreClockOffsetNearWrap(t *testing.T) {
+	server := time.Date(2027, 1, 15, 0, 0, 0, 0, time.UTC)
+	for name, local := range map[string]time.Time{
+		"ordinary":             server.Add(-time.Hour),
+		"offset near MaxInt64": time.Unix(0, server.UnixNano()-math.MaxInt64+int64(100*time.Millisecond)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			lim, store := laggy(t, time.Hour, local, server)
+			ctx := context.Background()
+			if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+				t.Fatalf("first call: %+v, %v", d, err)
+			}
+			store.advance(time.Hour-5*time.Second, 0)
+			store.slowCalls(t, lim, 3)
+			store.advance(1750*time.Millisecond, 0)
+			if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed {
+				t.Errorf("k 250ms before its token on the store's clock: %+v, %v; want denied", d, err)
+			}
+		})
+	}
+}
+
+// TestStoreClockFollowsLocalStep: a reply whose round trip, on the
+// monotonic clock, is shorter than the wall clock moved during it shows a
+// step of the local clock, and the offset follows it to the reply's lower
+// bound at once (learn hands learnOffset the monotonic round trip; a
+// manual clock cannot step one without the other).
+func TestStoreClockFollowsLocalStep(t *testing.T) {
+	lim, _ := laggy(t, time.Hour, t0, t0)
+	limiter.LearnOffset(lim, 0, 10*time.Millisecond)
+	// The local wall clock steps a minute forward during a 10ms call whose
+	// reply took 5ms: the store read its clock 60.005s before the
+	// reply's arrival on the stepped clock.
+	low := -int64(time.Minute + 5*time.Millisecond)
+	limiter.LearnOffset(lim, low, 10*time.Millisecond)
+	if off, known := limiter.Offset(lim); !known || off != low {
+		t.Errorf("offset after the step: %v (known %t), want %v", time.Duration(off), known, time.Duration(low))
+	}
+	// A slower reply after it does not set the offset back further.
+	limiter.LearnOffset(lim, low-int64(time.Second), 2*time.Second)
+	if off, _ := limiter.Offset(lim); off != low {
+		t.Errorf("offset after a slow reply: %v, want %v", time.Duration(off), time.Duration(low))
 	}
 }
 
