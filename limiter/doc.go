@@ -42,10 +42,11 @@
 //     that processes with skewed clocks share one exact limit: each
 //     limiter's time stays behind the store's, by about the delay of the
 //     quickest reply it has had (from the store's clock read to the
-//     reply's arrival, microseconds on a local network); a local clock
-//     that runs fast can put it ahead by no more than the time a call
-//     takes to reach the store, and a step of the local clock moves it
-//     until the next reply. On
+//     reply's arrival, microseconds on a local network). A local clock
+//     that runs fast, or a step of either clock smaller than the time
+//     calls take to reach the store, can put it ahead by no more than
+//     that time; a larger step is followed at the next reply (see
+//     WithStoreClock). On
 //     application clocks, two processes whose clocks are s apart can admit
 //     up to s*C/P more calls per bucket than the limit, rounded up.
 //

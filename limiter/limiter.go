@@ -434,6 +434,15 @@ func (l *Limiter) learn(server, sent, received time.Time) {
 //     bound, not to the upper one, which is ahead of the store by the time
 //     the call waited before the store read its clock.
 //
+// The price: a change of either clock smaller than the time every call
+// waits before the store reads its clock leaves each reply consistent
+// with the old offset, which then stays ahead of the store by at most that
+// change, until a quicker call shows it. Taking each reply's lower bound
+// as the offset, as the first releases did, stays behind the store but
+// moves by every reply's latency: it denied callers that waited their
+// RetryAfter, and it spreads the times of processes by their latency (up
+// to a second under load), a larger error over windows of real time.
+//
 // Offsets are compared by their wrapping difference, as now adds them, so
 // that a local clock beyond the years of Unix nanoseconds does not flip
 // the comparisons.

@@ -104,11 +104,17 @@ func WithCacheSize(n int) Option {
 // except one read on its first call; the clock given with WithClock then
 // only measures time between replies. A reply that comes back late does
 // not set the limiter's time back (so a caller that waits a denial's
-// RetryAfter is not denied for the store's latency); a reply that shows
-// the store's clock behind the limiter's time, as after a failover to a
-// server whose clock is behind, sets it back at once. On an in-process store it decides
-// on the clock the store expires records by, and a clock given with
-// WithClock is not read. The default is the application's clock.
+// RetryAfter is not denied for the store's latency). A reply that proves
+// the limiter ahead of the store (its clock went back, as after a
+// failover to a server whose clock is behind, or the local clock stepped
+// forward) sets it back to behind the store at once; a change smaller
+// than the time calls wait before the store reads its clock (a busy
+// connection pool, a long pipeline) cannot be told from latency, and
+// leaves the limiter ahead by that change until a quicker call shows it.
+// A clock given with WithClock has no monotonic reading, so a step of it
+// during a call is taken for latency too. On an in-process store it
+// decides on the clock the store expires records by, and a clock given
+// with WithClock is not read. The default is the application's clock.
 func WithStoreClock() Option {
 	return func(c *config) { c.storeClock = true }
 }
