@@ -363,10 +363,8 @@ func checkExpiresOnTime(ctx context.Context, tb testing.TB, newStore NewStore) e
 			return err
 		}
 		start := time.Now()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Until(start.Add(ttl + promptExpiry))):
+		if err := sleep(ctx, ttl+promptExpiry); err != nil {
+			return err
 		}
 		if err := wantAbsent(ctx, s, key); err != nil {
 			return fmt.Errorf("%v after a write with ttl %v returned: %w", time.Since(start).Round(time.Millisecond), ttl, err)
@@ -432,10 +430,8 @@ func checkRecordsLiveTheirTTL(ctx context.Context, tb testing.TB, newStore NewSt
 		if err := wantRecord(ctx, s, "lives", lives); err != nil {
 			return fmt.Errorf("%v after a write with ttl %v began: %w", time.Since(start).Round(time.Millisecond), liveTTL, err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollEvery):
+		if err := sleep(ctx, pollEvery); err != nil {
+			return err
 		}
 	}
 	if err := wantRecord(ctx, s, "decade", decade); err != nil {
@@ -660,10 +656,8 @@ func checkVersionsGrowAfterReclaim(ctx context.Context, tb testing.TB, newStore 
 	if err := waitAbsent(ctx, s, "k", shortTTL); err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(reclaimWait):
+	if err := sleep(ctx, reclaimWait); err != nil {
+		return err
 	}
 	_, err = recreate(ctx, s, "k", old, fmt.Sprintf("expiry and %v more", reclaimWait))
 	return err
@@ -885,10 +879,8 @@ func checkInPlaceHolds(ctx context.Context, tb testing.TB, newStore NewStore) er
 		return fmt.Errorf("after a second Commit: %w", err)
 	}
 	// The second record expires at now+shortTTL on the store's clock.
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Until(time.Unix(0, now).Add(shortTTL + promptExpiry))):
+	if err := sleep(ctx, time.Until(time.Unix(0, now).Add(shortTTL+promptExpiry))); err != nil {
+		return err
 	}
 	before := time.Now()
 	if h, now, err = hold("of an expired record"); err != nil {
@@ -1178,12 +1170,21 @@ func waitAbsent(ctx context.Context, s storage.Store, key string, ttl time.Durat
 			return fmt.Errorf("Get(%s) = %s %v after it was written with ttl %v, want absent",
 				showKey(key), showRecord(got), time.Since(start).Round(time.Millisecond), ttl)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to expire: %w", showKey(key), ctx.Err())
-		case <-time.After(pollEvery):
+		if err := sleep(ctx, pollEvery); err != nil {
+			return fmt.Errorf("waiting for %s to expire: %w", showKey(key), err)
 		}
 	}
+}
+
+// sleep waits d, or until ctx ends, and then returns ctx.Err().
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return ctx.Err()
 }
 
 // sameRecord reports whether a and b have the same version and value; nil

@@ -321,6 +321,14 @@ func (s *laggyStore) advance(d, skew time.Duration) {
 	s.server.Advance(d + skew)
 }
 
+// mustBeAllowed fails t at once unless lim allows a call on key.
+func mustBeAllowed(t *testing.T, lim *limiter.Limiter, key, what string) {
+	t.Helper()
+	if d, err := lim.Allow(context.Background(), key); err != nil || !d.Allowed {
+		t.Fatalf("%s: %+v, %v; want allowed", what, d, err)
+	}
+}
+
 // slowCalls makes n allowed calls on other keys, each of which waits
 // 500ms before the store reads its clock and 500ms for its reply.
 func (s *laggyStore) slowCalls(t *testing.T, lim *limiter.Limiter, n int) {
@@ -328,9 +336,7 @@ func (s *laggyStore) slowCalls(t *testing.T, lim *limiter.Limiter, n int) {
 	s.send, s.back = 500*time.Millisecond, 500*time.Millisecond
 	defer func() { s.send, s.back = 0, 0 }()
 	for i := range n {
-		if d, err := lim.Allow(context.Background(), fmt.Sprint("slow", i)); err != nil || !d.Allowed {
-			t.Fatalf("slow call: %+v, %v", d, err)
-		}
+		mustBeAllowed(t, lim, fmt.Sprint("slow", i), "slow call")
 	}
 }
 
@@ -342,18 +348,14 @@ func (s *laggyStore) slowCalls(t *testing.T, lim *limiter.Limiter, n int) {
 func TestStoreClockSlowReplyKeepsTime(t *testing.T) {
 	lim, store := laggy(t, time.Second, t0, t0.Add(5*time.Second))
 	ctx := context.Background()
-	if d, err := lim.Allow(ctx, "idle"); err != nil || !d.Allowed {
-		t.Fatalf("first call: %+v, %v", d, err)
-	}
+	mustBeAllowed(t, lim, "idle", "first call")
 	denied, err := lim.Allow(ctx, "idle")
 	if err != nil || denied.Allowed || denied.RetryAfter != time.Second {
 		t.Fatalf("second call: %+v, %v; want denied for 1s", denied, err)
 	}
 	// Meanwhile a call on another key takes 300ms to come back.
 	store.back = 300 * time.Millisecond
-	if d, err := lim.Allow(ctx, "busy"); err != nil || !d.Allowed {
-		t.Fatalf("slow call: %+v, %v", d, err)
-	}
+	mustBeAllowed(t, lim, "busy", "slow call")
 	store.back = 0
 	store.advance(denied.RetryAfter-300*time.Millisecond, 0)
 	if d, err := lim.Allow(ctx, "idle"); err != nil || !d.Allowed {
@@ -367,13 +369,9 @@ func TestStoreClockSlowReplyKeepsTime(t *testing.T) {
 func TestStoreClockFollowsStoreBack(t *testing.T) {
 	lim, store := laggy(t, time.Hour, t0, t0.Add(5*time.Second))
 	ctx := context.Background()
-	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
-		t.Fatalf("first call: %+v, %v", d, err)
-	}
+	mustBeAllowed(t, lim, "k", "first call")
 	store.advance(0, -time.Second)
-	if d, err := lim.Allow(ctx, "probe"); err != nil || !d.Allowed {
-		t.Fatalf("call after the store's clock went back: %+v, %v", d, err)
-	}
+	mustBeAllowed(t, lim, "probe", "call after the store's clock went back")
 	// k was taken at the store's time t0+5s, and it is now t0+4s there:
 	// the bucket refills from t0+5s.
 	if d, err := lim.Allow(ctx, "k"); err != nil || d.Allowed || d.RetryAfter != time.Hour+time.Second {
@@ -389,9 +387,8 @@ func TestStoreClockFollowsStoreBack(t *testing.T) {
 func TestStoreClockFallsBehindNotAhead(t *testing.T) {
 	lim, store := laggy(t, time.Hour, t0, t0)
 	ctx := context.Background()
-	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed { // k's token again at t0+1h on the store's clock
-		t.Fatalf("first call: %+v, %v", d, err)
-	}
+	// k's token is back at t0+1h on the store's clock.
+	mustBeAllowed(t, lim, "k", "first call")
 	store.advance(time.Hour-10*time.Second, -time.Second) // the store's clock gained 1s less
 	store.slowCalls(t, lim, 10)
 	store.advance(750*time.Millisecond, 0)
@@ -413,9 +410,7 @@ func TestStoreClockOffsetNearWrap(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			lim, store := laggy(t, time.Hour, local, server)
 			ctx := context.Background()
-			if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
-				t.Fatalf("first call: %+v, %v", d, err)
-			}
+			mustBeAllowed(t, lim, "k", "first call")
 			store.advance(time.Hour-5*time.Second, 0)
 			store.slowCalls(t, lim, 3)
 			store.advance(1750*time.Millisecond, 0)
@@ -541,9 +536,7 @@ func TestOwnClockStandingStillInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
-		t.Fatalf("first call: %+v, %v", d, err)
-	}
+	mustBeAllowed(t, lim, "k", "first call")
 	// A refund's record too: two tokens taken, one given back.
 	refunded, err := limiter.New(mem, []limiter.Bucket{{Capacity: 2, Period: 10 * time.Millisecond}},
 		limiter.WithClock(fakeclock.New(time.Unix(1_700_000_000, 0))))

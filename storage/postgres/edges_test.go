@@ -373,16 +373,7 @@ func TestStalledInsertMeetsDeletedRow(t *testing.T) {
 		BEGIN IF NEW.key = 'slow' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$`,
 		`CREATE TRIGGER stall BEFORE INSERT ON `+table+` FOR EACH ROW EXECUTE FUNCTION `+fn+`()`)
 	t.Cleanup(func() { execSQL(t, url, `DROP TABLE IF EXISTS `+table, `DROP FUNCTION IF EXISTS `+fn+`()`) })
-	type result struct {
-		rec storage.Record
-		ok  bool
-		err error
-	}
-	late := make(chan result, 1)
-	go func() {
-		rec, ok, err := s.CompareAndSwap(ctx, "slow", 0, []byte("late"), time.Hour)
-		late <- result{rec, ok, err}
-	}()
+	late := swapInBackground(ctx, s, "slow", 0, []byte("late"))
 	time.Sleep(300 * time.Millisecond) // the insert has drawn its version and sleeps
 	newer, ok, err := s.CompareAndSwap(ctx, "slow", first.Version, []byte("v2"), time.Hour)
 	if err != nil || !ok {
@@ -398,8 +389,8 @@ func TestStalledInsertMeetsDeletedRow(t *testing.T) {
 		t.Fatalf("Get after Delete: %+v, %v; want absent", rec, err)
 	}
 	r := <-late
-	if r.err != nil || !r.ok {
-		t.Fatalf("the stalled insert over the deleted key: %v, %v; want it swapped", r.ok, r.err)
+	if r.err != nil || !r.swapped {
+		t.Fatalf("the stalled insert over the deleted key: %v, %v; want it swapped", r.swapped, r.err)
 	}
 	if r.rec.Version <= newer.Version {
 		t.Errorf("the stalled insert went in with version %d, below or at %d, which the key had before its Delete", r.rec.Version, newer.Version)

@@ -514,16 +514,7 @@ func testConflictReturnsNewestRow(t *testing.T, combined, stale bool) {
 		t.Fatal(err)
 	}
 	holder := backendPID(t, tx)
-	type result struct {
-		rec     storage.Record
-		swapped bool
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rec, swapped, err := s.CompareAndSwap(t.Context(), "k", expected, []byte("mine"), time.Hour)
-		done <- result{rec, swapped, err}
-	}()
+	done := swapInBackground(t.Context(), s, "k", expected, []byte("mine"))
 	// Commit only once the swap waits for the row's lock: committing
 	// earlier would test nothing.
 	waitUntilBlocked(t, url, holder, "the swap never waited for the row's lock", func() {
@@ -750,4 +741,22 @@ func otherClient(t *testing.T, url string) pgx.Tx {
 	}
 	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 	return tx
+}
+
+// swapResult is what a CompareAndSwap returned.
+type swapResult struct {
+	rec     storage.Record
+	swapped bool
+	err     error
+}
+
+// swapInBackground runs CompareAndSwap(ctx, key, expected, value, time.Hour)
+// in a goroutine of its own and sends what it returned on the channel.
+func swapInBackground(ctx context.Context, s storage.Store, key string, expected uint64, value []byte) <-chan swapResult {
+	done := make(chan swapResult, 1)
+	go func() {
+		rec, swapped, err := s.CompareAndSwap(ctx, key, expected, value, time.Hour)
+		done <- swapResult{rec, swapped, err}
+	}()
+	return done
 }
