@@ -68,3 +68,33 @@ func TestFallbackNotAskedWhenContextEnded(t *testing.T) {
 		t.Errorf("the fallback's store was called %+v for a caller whose context had ended, want never", got)
 	}
 }
+
+// TestFallbackTooSmallForCost: a cost the limiter's buckets accept but the
+// fallback's refuse is not decided by the fallback: the caller gets the
+// store's failure, as without a fallback, never the fallback's refusal of
+// the cost, which would blame the caller's input. Smaller costs are still
+// decided by the fallback, Peek included.
+func TestFallbackTooSmallForCost(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 2, Period: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 10, Period: time.Minute}}, limiter.WithFallback(local))
+	ctx := context.Background()
+	fs.FailAll(storage.ErrUnavailable)
+	_, err = lim.AllowN(ctx, "k", 5)
+	if !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, limiter.ErrCostExceedsCapacity) {
+		t.Errorf("AllowN(5) with the store down and a fallback of capacity 2 = %v, want the store's storage.ErrUnavailable", err)
+	}
+	if d, err := lim.AllowN(ctx, "k", 2); err != nil || !d.Allowed || !d.Fallback || d.Remaining != 0 {
+		t.Errorf("AllowN(2) with the store down = %+v, %v; want allowed by the fallback, 0 left", d, err)
+	}
+	if d, err := lim.Peek(ctx, "k"); err != nil || d.Allowed || !d.Fallback {
+		t.Errorf("Peek with the store down = %+v, %v; want the fallback's empty bucket", d, err)
+	}
+	if _, err := lim.AllowN(ctx, "k", 11); !errors.Is(err, limiter.ErrCostExceedsCapacity) {
+		t.Errorf("AllowN(11), above the limiter's own capacity = %v, want limiter.ErrCostExceedsCapacity", err)
+	}
+}

@@ -351,13 +351,20 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 		return Decision{}, err
 	}
 	var d Decision
+	var ferr error
 	if method == "Peek" {
-		d, err = l.fallback.Peek(ctx, key)
+		d, ferr = l.fallback.Peek(ctx, key)
 	} else {
-		d, err = l.fallback.AllowN(ctx, key, cost)
+		d, ferr = l.fallback.AllowN(ctx, key, cost)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(ferr, ErrCostExceedsCapacity):
+		// The cost fits this limiter's buckets but not the fallback's
+		// (made smaller, as a share of a limit kept across processes):
+		// the fallback cannot decide it, and the store's failure stands.
 		return Decision{}, err
+	case ferr != nil:
+		return Decision{}, ferr
 	}
 	d.Fallback = true
 	if l.observer != nil {

@@ -141,8 +141,11 @@ func WithDryRun() Option {
 // returning the error: typically a limiter on the memory store with the
 // same buckets, so that each process goes on limiting on its own during
 // an outage. The store error still reaches the observer. Context errors
-// and refused input are returned as usual. The default is no fallback; a
-// nil local, or one made WithFallback itself, is an error.
+// and refused input are returned as usual. A cost that this limiter's
+// buckets accept but local's refuse (local's are smaller: a share of the
+// limit, say) is not decided by local: the store's error is returned. The
+// default is no fallback; a nil local, or one made WithFallback itself, is
+// an error.
 func WithFallback(local *Limiter) Option {
 	return func(c *config) { c.fallback, c.fallbackOK = local, true }
 }

@@ -68,9 +68,9 @@
 // # Errors
 //
 // New returns ErrInvalidOption for options that cannot work (a malformed
-// CIDR, a prefix length out of range, a fixed cost above a bucket's
-// capacity, IP options together with WithKeyFunc), so mistakes surface at
-// start-up.
+// CIDR, a prefix length out of range, a fixed cost above the capacity of a
+// bucket of the limiter or of its fallback, IP options together with
+// WithKeyFunc), so mistakes surface at start-up.
 //
 // A request that yields no key (the KeyFunc failed, or its key is empty or
 // too long) is answered 400 with an error wrapping ErrNoKey, and neither

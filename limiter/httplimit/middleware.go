@@ -130,7 +130,7 @@ func WithIPv4Prefix(bits int) Option {
 
 // WithCost sets the tokens every request takes. The default is 1; n must
 // be at least 1, and at most the smallest Capacity of the limiter's
-// buckets (New checks).
+// buckets and of its fallback's (limiter.WithFallback), which New checks.
 func WithCost(n int64) Option {
 	return func(c *config) {
 		c.costSet++
@@ -147,7 +147,9 @@ func WithCost(n int64) Option {
 // above a bucket's capacity is a programming error: the request is
 // answered 500 through the error handler, with an error wrapping
 // limiter.ErrInvalidCost or limiter.ErrCostExceedsCapacity, and not
-// served whatever the failure policy.
+// served whatever the failure policy. A cost that only the fallback
+// limiter's buckets are too small for is not: while the store fails, such
+// a request meets the failure policy (see limiter.WithFallback).
 func WithCostFunc(f func(*http.Request) int64) Option {
 	return func(c *config) {
 		c.costSet++
@@ -344,6 +346,11 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 	if err := c.validate(buckets); err != nil {
 		return nil, err
 	}
+	if fb := lim.Fallback(); fb != nil {
+		if err := c.validateCost(fb.Buckets(), "the fallback limiter's "); err != nil {
+			return nil, err
+		}
+	}
 	m := &middleware{
 		lim:      lim,
 		key:      c.keyFunc,
@@ -390,9 +397,15 @@ func (c *config) validate(buckets []limiter.Bucket) error {
 	if c.costSet > 1 {
 		return fmt.Errorf("%w: WithCost and WithCostFunc given %d times; give one", ErrInvalidOption, c.costSet)
 	}
+	return c.validateCost(buckets, "")
+}
+
+// validateCost reports a fixed cost (WithCost) above the capacity of one
+// of buckets; whose names their owner in the error.
+func (c *config) validateCost(buckets []limiter.Bucket, whose string) error {
 	for _, b := range buckets {
 		if c.fixedCost > b.Capacity {
-			return fmt.Errorf("%w: cost %d exceeds the capacity of bucket %v: no request could pass", ErrInvalidOption, c.fixedCost, b)
+			return fmt.Errorf("%w: cost %d exceeds the capacity of %sbucket %v: no request could pass", ErrInvalidOption, c.fixedCost, whose, b)
 		}
 	}
 	return nil

@@ -673,6 +673,54 @@ func TestHeadersFromFallback(t *testing.T) {
 	check(t, "store up again", f.do(request(remote)), allowed(shared, `"default";r=99;t=1`))
 }
 
+// TestCostAboveFallbackCapacity: a fixed cost that the fallback limiter's
+// buckets cannot cover is refused by New, like one above the limiter's
+// own; a cost function's such cost, accepted by the shared buckets, meets
+// the failure policy while the store fails (503, or served under
+// WithFailOpen), never the 500 of a bad cost.
+func TestCostAboveFallbackCapacity(t *testing.T) {
+	f := &fixture{clock: fakeclock.New(epoch), store: faultstore.New(memory.New())}
+	t.Cleanup(func() { _ = f.store.Close() })
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 2, Period: time.Minute}}, limiter.WithClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limiter.New(f.store, []limiter.Bucket{{Capacity: 10, Period: time.Minute}},
+		limiter.WithClock(f.clock), limiter.WithFallback(local))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mw, err := httplimit.New(lim, httplimit.WithCost(5)); !errors.Is(err, httplimit.ErrInvalidOption) || mw != nil {
+		t.Errorf("New with WithCost(5) and a fallback of capacity 2 = %v, %v; want nil and ErrInvalidOption", mw != nil, err)
+	}
+	cost5 := httplimit.WithCostFunc(func(*http.Request) int64 { return 5 })
+	for _, failOpen := range []bool{false, true} {
+		opts := []httplimit.Option{cost5}
+		if failOpen {
+			opts = append(opts, httplimit.WithFailOpen(func(*http.Request, error) {}))
+		}
+		mw, err := httplimit.New(lim, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := 0
+		h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served++ }))
+		f.store.FailAll(storage.ErrUnavailable)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, request("192.0.2.1:1234"))
+		f.store.FailAll(nil)
+		want, wantServed := http.StatusServiceUnavailable, 0
+		if failOpen {
+			want, wantServed = http.StatusOK, 1
+		}
+		if w.Code != want || served != wantServed {
+			t.Errorf("fail open %v, cost 5, store down: status %d, served %d; want %d, %d", failOpen, w.Code, served, want, wantServed)
+		}
+	}
+}
+
 // TestOnDecisionMarksDryRun: under a dry-run limiter every request is
 // served, and the decision callback sees which ones would have been
 // denied.
