@@ -1158,17 +1158,29 @@ func waitAbsent(ctx context.Context, s storage.Store, key string, ttl time.Durat
 	if d, ok := ctx.Deadline(); ok && d.Add(-deadlineMargin).Before(deadline) {
 		deadline = d.Add(-deadlineMargin)
 	}
+	var last storage.Record
+	var lastAt time.Duration
+	present := func(got storage.Record, at time.Duration) error {
+		return fmt.Errorf("Get(%s) = %s %v after it was written with ttl %v, want absent",
+			showKey(key), showRecord(got), at.Round(time.Millisecond), ttl)
+	}
 	for {
 		got, err := s.Get(ctx, key)
 		if err != nil {
+			if last.Version != 0 && ctx.Err() != nil && !time.Now().Before(deadline) {
+				// ctx ended during the read that was to be the last (the
+				// goroutine stalled past the margin): the read before it
+				// is the finding.
+				return present(last, lastAt)
+			}
 			return fmt.Errorf("Get(%s) while waiting for expiry: unexpected error: %w", showKey(key), err)
 		}
 		if got.Version == 0 {
 			return nil
 		}
+		last, lastAt = got, time.Since(start)
 		if time.Now().After(deadline) {
-			return fmt.Errorf("Get(%s) = %s %v after it was written with ttl %v, want absent",
-				showKey(key), showRecord(got), time.Since(start).Round(time.Millisecond), ttl)
+			return present(got, lastAt)
 		}
 		if err := sleep(ctx, pollEvery); err != nil {
 			return fmt.Errorf("waiting for %s to expire: %w", showKey(key), err)

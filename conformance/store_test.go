@@ -490,3 +490,32 @@ func (s *refStore) closeOnce() error {
 	}
 	return nil
 }
+
+// stalledStore holds one record that never expires, and takes readDelay
+// over every Get (or until ctx ends, returning ctx.Err()).
+type stalledStore struct {
+	storage.Store
+	readDelay time.Duration
+}
+
+func (s stalledStore) Get(ctx context.Context, key string) (storage.Record, error) {
+	if err := sleep(ctx, s.readDelay); err != nil {
+		return storage.Record{}, err
+	}
+	return storage.Record{Value: []byte("v"), Version: 1}, nil
+}
+
+// TestWaitAbsentReportsPresenceWhenCtxEndsInLastRead: a wait for expiry
+// whose last read is cut short by its context (reads slower than the
+// margin the wait leaves on it) reports the record it still saw, not the
+// context's error, which TestChecksCatchBrokenStores would take for a check
+// that ran out of time.
+func TestWaitAbsentReportsPresenceWhenCtxEndsInLastRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	err := waitAbsent(ctx, stalledStore{readDelay: 250 * time.Millisecond}, "k", time.Millisecond)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "want absent") {
+		t.Fatalf("waitAbsent = %v, want the record's presence reported", err)
+	}
+	t.Logf("reported: %v", err)
+}
