@@ -97,10 +97,12 @@
 // # Caveats
 //
 //   - Requests exempted with WithSkip get no rate-limit headers.
-//   - Each middleware sets the fields, replacing any already there. When
-//     two are stacked (by IP in front of by account, say), a request the
-//     inner one decides carries only the inner one's fields, and one the
-//     outer one denies carries the outer one's.
+//   - Each middleware removes the rate-limit fields already set (RateLimit,
+//     RateLimit-Policy, Retry-After and the legacy trio) before it writes
+//     its own. When two are stacked (by IP in front of by account, say), a
+//     request the inner one decides carries only the inner one's fields,
+//     and one the outer one denies carries the outer one's; one the inner
+//     one skips (WithSkip) keeps the outer one's.
 //   - A request answered 503 after a store failure, or served under
 //     WithFailOpen, carries RateLimit-Policy but no RateLimit: there is no
 //     decision to report. A 400 (no key) or 500 (a bad cost) carries

@@ -36,6 +36,26 @@ const (
 	HeaderForwarded     = "Forwarded"
 )
 
+// ownFields are the fields the middleware writes, in net/http's
+// canonical form, which Header.Set uses.
+var ownFields = [...]string{
+	http.CanonicalHeaderKey(HeaderRateLimitPolicy),
+	http.CanonicalHeaderKey(HeaderRateLimit),
+	http.CanonicalHeaderKey(HeaderRetryAfter),
+	http.CanonicalHeaderKey(HeaderXRateLimitLimit),
+	http.CanonicalHeaderKey(HeaderXRateLimitRemaining),
+	http.CanonicalHeaderKey(HeaderXRateLimitReset),
+}
+
+// clearFields removes the fields the middleware writes, so that a request
+// it decides carries its fields only, and none that a middleware in front
+// of it wrote (see the package doc on stacking).
+func clearFields(h http.Header) {
+	for _, f := range ownFields {
+		delete(h, f)
+	}
+}
+
 // maxPolicyNameLen bounds WithPolicyName.
 const maxPolicyNameLen = 64
 

@@ -441,6 +441,7 @@ func (m *middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		next.ServeHTTP(w, r)
 		return
 	}
+	clearFields(w.Header())
 	key, err := m.key(r)
 	if err != nil {
 		m.onError(w, r, fmt.Errorf("%w: %w", ErrNoKey, err))

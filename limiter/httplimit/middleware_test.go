@@ -3,6 +3,7 @@ package httplimit_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -750,5 +751,95 @@ func TestOnDecisionMarksDryRun(t *testing.T) {
 	}
 	if _, err := httplimit.New(lim, httplimit.WithOnDecision(nil)); !errors.Is(err, httplimit.ErrInvalidOption) {
 		t.Errorf("WithOnDecision(nil): %v, want ErrInvalidOption", err)
+	}
+}
+
+// TestStackedInnerFieldsOnly: behind an outer middleware (by IP, with the
+// legacy trio), a request the inner one (by user) decides carries the
+// inner one's fields only, whatever it decides: allowed without the trio,
+// a dry-run denial with its policy alone, a 503 after a store failure with
+// its policy alone, a 400 for a missing key with none. One the inner one
+// skips keeps the outer one's.
+func TestStackedInnerFieldsOnly(t *testing.T) {
+	clock := fakeclock.New(epoch)
+	outerStore := memory.New()
+	t.Cleanup(func() { _ = outerStore.Close() })
+	outerLim, err := limiter.New(outerStore, []limiter.Bucket{{Capacity: 100, Period: time.Minute}}, limiter.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer, err := httplimit.New(outerLim, httplimit.WithLegacyHeaders(), httplimit.WithPolicyName("ip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	innerStore := faultstore.New(memory.New())
+	t.Cleanup(func() { _ = innerStore.Close() })
+	newInner := func(opts ...limiter.Option) *limiter.Limiter {
+		lim, err := limiter.New(innerStore, []limiter.Bucket{{Capacity: 1, Period: time.Minute}}, append(opts, limiter.WithClock(clock))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lim
+	}
+	stack := func(lim *limiter.Limiter) http.Handler {
+		inner, err := httplimit.New(lim, httplimit.WithKeyFunc(httplimit.KeyByHeader("X-User")),
+			httplimit.WithSkip(func(r *http.Request) bool { return r.URL.Path == "/health" }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return outer(inner(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })))
+	}
+	enforced, dryRun := stack(newInner()), stack(newInner(limiter.WithDryRun()))
+	do := func(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	const remote = "192.0.2.1:1234"
+	legacy := []string{httplimit.HeaderXRateLimitLimit, httplimit.HeaderXRateLimitRemaining, httplimit.HeaderXRateLimitReset}
+	fields := func(w *httptest.ResponseRecorder) map[string]string {
+		got := make(map[string]string)
+		for _, f := range append([]string{httplimit.HeaderRateLimitPolicy, httplimit.HeaderRateLimit, httplimit.HeaderRetryAfter}, legacy...) {
+			if v := w.Header().Values(f); len(v) > 0 {
+				got[f] = strings.Join(v, " | ")
+			}
+		}
+		return got
+	}
+	const innerPolicy = `"default";q=1;w=60`
+	steps := []struct {
+		name   string
+		h      http.Handler
+		r      *http.Request
+		fail   bool
+		status int
+		want   map[string]string
+	}{
+		{"allowed", enforced, request(remote, "X-User: a"), false, 200, map[string]string{
+			httplimit.HeaderRateLimitPolicy: innerPolicy, httplimit.HeaderRateLimit: `"default";r=0;t=60`}},
+		{"denied", enforced, request(remote, "X-User: a"), false, 429, map[string]string{
+			httplimit.HeaderRateLimitPolicy: innerPolicy, httplimit.HeaderRateLimit: `"default";r=0;t=60`, httplimit.HeaderRetryAfter: "60"}},
+		{"dry run, would deny", dryRun, request(remote, "X-User: a"), false, 200, map[string]string{
+			httplimit.HeaderRateLimitPolicy: innerPolicy}},
+		{"store down", enforced, request(remote, "X-User: b"), true, 503, map[string]string{
+			httplimit.HeaderRateLimitPolicy: innerPolicy, httplimit.HeaderRetryAfter: "1"}},
+		{"no key", enforced, request(remote), false, 400, map[string]string{}},
+	}
+	for _, s := range steps {
+		innerStore.FailAll(nil)
+		if s.fail {
+			innerStore.FailAll(storage.ErrUnavailable)
+		}
+		w := do(s.h, s.r)
+		if w.Code != s.status || !maps.Equal(fields(w), s.want) {
+			t.Errorf("%s: status %d, fields %q; want %d, %q", s.name, w.Code, fields(w), s.status, s.want)
+		}
+	}
+	innerStore.FailAll(nil)
+	h := httptest.NewRequest(http.MethodGet, "/health", nil)
+	h.RemoteAddr = remote
+	if w := do(enforced, h); w.Code != 200 || w.Header().Get(httplimit.HeaderXRateLimitLimit) != "100" ||
+		w.Header().Get(httplimit.HeaderRateLimitPolicy) != `"ip";q=100;w=60` {
+		t.Errorf("skipped by the inner one: status %d, fields %q; want 200 and the outer one's", w.Code, fields(w))
 	}
 }
