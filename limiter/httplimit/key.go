@@ -85,7 +85,9 @@ func (k *ipKeyer) key(r *http.Request) (string, error) {
 
 // clientIP returns the peer's address, or, when the peer is a trusted
 // proxy, the rightmost hop of the forwarding header that is not trusted.
-// When every hop is trusted, the leftmost one is the client.
+// When every hop is trusted, the leftmost one is the client. A hop that
+// names no address ("unknown", an obfuscated identifier, a Forwarded
+// element without "for") is an error, as a malformed one is: see ErrNoKey.
 func (k *ipKeyer) clientIP(r *http.Request) (netip.Addr, error) {
 	peer, err := parseRemoteAddr(r.RemoteAddr)
 	if err != nil {
@@ -112,7 +114,7 @@ func (k *ipKeyer) clientIP(r *http.Request) (netip.Addr, error) {
 			if err != nil {
 				return netip.Addr{}, fmt.Errorf("%w: element %d of %d, %q: %w", errForwardedSyntax, i+1, len(hops), hop, err)
 			}
-			hop = v
+			hop = stripObfuscatedPort(v)
 		}
 		ip, err := parseHop(hop)
 		if err != nil {
@@ -133,6 +135,26 @@ func (k *ipKeyer) isTrusted(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// stripObfuscatedPort removes an obfuscated port from a Forwarded node
+// ("192.0.2.1:_p1", "[2001:db8::1]:_p1"; RFC 7239, section 6.3), which
+// names no port the key could use anyway.
+func stripObfuscatedPort(node string) string {
+	i := strings.LastIndexByte(node, ':')
+	if i < 0 || i+2 > len(node) || node[i+1] != '_' {
+		return node
+	}
+	for _, c := range []byte(node[i+2:]) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return node
+		}
+	}
+	host := node[:i]
+	if strings.HasSuffix(host, "]") || strings.Count(host, ":") == 0 {
+		return host
+	}
+	return node // a bare IPv6 address: the colon is its own
 }
 
 // parseRemoteAddr reads the peer's address from http.Request.RemoteAddr

@@ -21,7 +21,9 @@ var ErrInvalidOption = errors.New("httplimit: invalid option")
 
 // ErrNoKey is passed to the error handler when no usable key comes from
 // a request: the KeyFunc failed (a missing header, a remote address that
-// is not an IP, a malformed forwarding header from a trusted proxy) or
+// is not an IP, a forwarding header from a trusted proxy that is malformed
+// or names no address for the client: "unknown", an obfuscated
+// identifier, a Forwarded element without "for") or
 // returned a key the limiter refuses (empty or too long). The
 // default handler answers 400.
 var ErrNoKey = errors.New("httplimit: cannot key request")
