@@ -95,7 +95,9 @@
 // ErrInvalidCost or ErrCostExceedsCapacity for input they refuse,
 // ErrContention after losing too many compare-and-swaps to other
 // processes, and the store's errors (matching storage.ErrUnavailable,
-// storage.ErrCorrupt or storage.ErrClosed) with the key named. A context
+// storage.ErrCorrupt or storage.ErrClosed), which name the key: the
+// drivers of this module name it in theirs, and the limiter in the bare
+// errors of a driver that does not wrap its failures. A context
 // that is done before a call makes it return the context's error as it
 // is. One that ends during the call makes it return an error that matches
 // the context's (errors.Is); when the store reports the outcome as

@@ -502,7 +502,7 @@ func (l *Limiter) hold(ctx context.Context, key string, st *state) (h storage.He
 	}
 	h, storeNow, err = l.inPlace.Hold(ctx, l.prefix, key)
 	if err != nil {
-		return nil, 0, 0, storeError(err)
+		return nil, 0, 0, storeError(err, l.prefix+key)
 	}
 	if !l.ownClock {
 		now = storeNow

@@ -325,7 +325,8 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.observer != nil {
 		start = time.Now()
 	}
-	err := storeError(l.store.Delete(ctx, l.prefix+key))
+	storeKey := l.prefix + key
+	err := storeError(l.store.Delete(ctx, storeKey), storeKey)
 	// Forget the cached record even on error: the delete may have landed.
 	if s := l.cache.lookup(key); s != nil {
 		s.gen++
@@ -388,7 +389,7 @@ func (l *Limiter) failed(ctx context.Context, method, key string, cost int64, st
 func (l *Limiter) observeError(method, key string, cost int64, start time.Time, st stats, err error) {
 	if l.observer != nil {
 		l.observer.OnError(Event{Method: method, Key: key, Cost: cost, Err: err, Latency: time.Since(start),
-			StoreCalls: st.calls, Retries: st.retries})
+			StoreCalls: st.calls, Retries: st.retries, DryRun: l.dryRun})
 	}
 }
 
@@ -494,40 +495,41 @@ func unixNano(t time.Time) int64 {
 func (l *Limiter) get(ctx context.Context, storeKey string) (storage.Record, error) {
 	if l.timed == nil {
 		rec, err := l.store.Get(ctx, storeKey)
-		return rec, storeError(err)
+		return rec, storeError(err, storeKey)
 	}
 	sent := l.clock.Now()
 	rec, at, err := l.timed.GetTimed(ctx, storeKey)
 	if err == nil {
 		l.learn(at, sent, l.clock.Now())
 	}
-	return rec, storeError(err)
+	return rec, storeError(err, storeKey)
 }
 
-// storeError is an error of a store call as the limiter returns it: a
-// context error, or one that already matches storage.ErrUnavailable or
-// storage.ErrCorrupt, as it is; any other (from a store that does not wrap
-// its failures, or a closed store) wrapped to match
-// storage.ErrUnavailable too.
-func storeError(err error) error {
+// storeError is an error of a store call on storeKey as the limiter
+// returns it: a context error, or one that already matches
+// storage.ErrUnavailable or storage.ErrCorrupt, as it is (the drivers name
+// the key in theirs); any other (from a store that does not wrap its
+// failures, or a closed store) wrapped to match storage.ErrUnavailable
+// too, with the key named.
+func storeError(err error, storeKey string) error {
 	if err == nil || isContextErr(err) || errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrCorrupt) {
 		return err
 	}
-	return fmt.Errorf("limiter: store: %w: %w", storage.ErrUnavailable, err)
+	return fmt.Errorf("limiter: store, key %q: %w: %w", storeKey, storage.ErrUnavailable, err)
 }
 
 // cas swaps a record, learning the store's clock when the limiter uses it.
 func (l *Limiter) cas(ctx context.Context, storeKey string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
 	if l.timed == nil {
 		rec, swapped, err := l.store.CompareAndSwap(ctx, storeKey, expected, value, ttl)
-		return rec, swapped, storeError(err)
+		return rec, swapped, storeError(err, storeKey)
 	}
 	sent := l.clock.Now()
 	rec, swapped, at, err := l.timed.CompareAndSwapTimed(ctx, storeKey, expected, value, ttl)
 	if err == nil {
 		l.learn(at, sent, l.clock.Now())
 	}
-	return rec, swapped, storeError(err)
+	return rec, swapped, storeError(err, storeKey)
 }
 
 // checkKey validates a key.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -638,6 +639,51 @@ func TestContextEndingDuringACall(t *testing.T) {
 	for _, e := range rec.errors {
 		if !errors.Is(e.Err, storage.ErrUnavailable) {
 			t.Errorf("observer got %v for %s; want the store's error", e.Err, e.Method)
+		}
+	}
+}
+
+// TestDryRunMarksErrorEvents: a dry-run limiter's error events are marked
+// DryRun too, as Event.DryRun promises for every event of such a limiter.
+func TestDryRunMarksErrorEvents(t *testing.T) {
+	rec := &recorder{}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Second}}, limiter.WithDryRun(), limiter.WithObserver(rec))
+	ctx := context.Background()
+	fs.FailAll(storage.ErrUnavailable)
+	_, _ = lim.Allow(ctx, "k")
+	_, _ = lim.Peek(ctx, "k")
+	_ = lim.Reset(ctx, "k")
+	_ = lim.Refund(ctx, "k", 1)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.errors) != 4 {
+		t.Fatalf("got %d error events, want 4: %+v", len(rec.errors), rec.errors)
+	}
+	for _, e := range rec.errors {
+		if !e.DryRun {
+			t.Errorf("%s error event of a dry-run limiter: DryRun false", e.Method)
+		}
+	}
+}
+
+// TestStoreErrorsNameKey: the bare error of a store that does not wrap its
+// failures comes back matching storage.ErrUnavailable, with the key named,
+// from every method that calls the store.
+func TestStoreErrorsNameKey(t *testing.T) {
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Second}})
+	ctx := context.Background()
+	boom := errors.New("boom")
+	fs.FailAll(boom)
+	calls := map[string]func() error{
+		"Allow":  func() error { _, err := lim.Allow(ctx, "user:42"); return err },
+		"Peek":   func() error { _, err := lim.Peek(ctx, "user:42"); return err },
+		"Reset":  func() error { return lim.Reset(ctx, "user:42") },
+		"Refund": func() error { return lim.Refund(ctx, "user:42", 1) },
+	}
+	for name, call := range calls {
+		err := call()
+		if !errors.Is(err, storage.ErrUnavailable) || !errors.Is(err, boom) || !strings.Contains(fmt.Sprint(err), "user:42") {
+			t.Errorf("%s with a store failing with a bare error = %v, want it matching storage.ErrUnavailable and boom, naming user:42", name, err)
 		}
 	}
 }
