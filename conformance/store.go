@@ -1167,11 +1167,12 @@ func waitAbsent(ctx context.Context, s storage.Store, key string, ttl time.Durat
 	for {
 		got, err := s.Get(ctx, key)
 		if err != nil {
-			if last.Version != 0 && ctx.Err() != nil && !time.Now().Before(deadline) {
+			if last.Version != 0 && lastAt >= ttl && ctx.Err() != nil && !time.Now().Before(deadline) {
 				// ctx ended during the read that was to be the last (the
-				// goroutine stalled past the margin): the read before it
-				// is the finding.
-				return present(last, lastAt)
+				// goroutine stalled past the margin): the read before it,
+				// already past the ttl, is the finding. The cut read is
+				// named, not wrapped: the check did not run out of time.
+				return fmt.Errorf("%w; the next Get did not return before the wait ended (%v)", present(last, lastAt), err)
 			}
 			return fmt.Errorf("Get(%s) while waiting for expiry: unexpected error: %w", showKey(key), err)
 		}

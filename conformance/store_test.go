@@ -519,3 +519,30 @@ func TestWaitAbsentReportsPresenceWhenCtxEndsInLastRead(t *testing.T) {
 	}
 	t.Logf("reported: %v", err)
 }
+
+// hangingStore answers one Get with a live record, then blocks every
+// later Get until ctx ends.
+type hangingStore struct {
+	storage.Store
+	reads *atomic.Int32
+}
+
+func (s hangingStore) Get(ctx context.Context, key string) (storage.Record, error) {
+	if s.reads.Add(1) == 1 {
+		return storage.Record{Value: []byte("v"), Version: 1}, nil
+	}
+	<-ctx.Done()
+	return storage.Record{}, ctx.Err()
+}
+
+// TestWaitAbsentReportsHangingGet: a store that answers once, before the
+// ttl, and then hangs is reported as hanging (the context's error), not as
+// a store whose records never expire.
+func TestWaitAbsentReportsHangingGet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	err := waitAbsent(ctx, hangingStore{reads: new(atomic.Int32)}, "k", time.Hour)
+	if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "want absent") {
+		t.Fatalf("waitAbsent = %v, want the hung read's context error", err)
+	}
+}

@@ -97,7 +97,8 @@
 // processes, and the store's errors (matching storage.ErrUnavailable,
 // storage.ErrCorrupt or storage.ErrClosed), which name the key: the
 // drivers of this module name it in theirs, and the limiter in the bare
-// errors of a driver that does not wrap its failures. A context
+// errors of a driver that does not wrap its failures (in an error that
+// matches none of these three). A context
 // that is done before a call makes it return the context's error as it
 // is. One that ends during the call makes it return an error that matches
 // the context's (errors.Is); when the store reports the outcome as

@@ -508,12 +508,16 @@ func (l *Limiter) get(ctx context.Context, storeKey string) (storage.Record, err
 // storeError is an error of a store call on storeKey as the limiter
 // returns it: a context error, or one that already matches
 // storage.ErrUnavailable or storage.ErrCorrupt, as it is (the drivers name
-// the key in theirs); any other (from a store that does not wrap its
-// failures, or a closed store) wrapped to match storage.ErrUnavailable
-// too, with the key named.
+// the key in theirs); one that matches storage.ErrClosed (the drivers
+// name the key in that one too) wrapped to match storage.ErrUnavailable;
+// any other, the bare error of a store that does not wrap its failures,
+// wrapped to match storage.ErrUnavailable, with the key named.
 func storeError(err error, storeKey string) error {
-	if err == nil || isContextErr(err) || errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrCorrupt) {
+	switch {
+	case err == nil || isContextErr(err) || errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrCorrupt):
 		return err
+	case errors.Is(err, storage.ErrClosed):
+		return fmt.Errorf("limiter: store: %w: %w", storage.ErrUnavailable, err)
 	}
 	return fmt.Errorf("limiter: store, key %q: %w: %w", storeKey, storage.ErrUnavailable, err)
 }

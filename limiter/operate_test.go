@@ -687,3 +687,28 @@ func TestStoreErrorsNameKey(t *testing.T) {
 		}
 	}
 }
+
+// TestClosedStoreErrorNamesKeyOnce: a closed store's error, which the
+// drivers give with the key named, comes back matching storage.ErrClosed
+// and storage.ErrUnavailable with the key named once, on the in-process
+// path as on the others.
+func TestClosedStoreErrorNamesKeyOnce(t *testing.T) {
+	mem := memory.New()
+	lim, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.Close()
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"Allow": func() error { _, err := lim.Allow(ctx, "user:42"); return err },
+		"Peek":  func() error { _, err := lim.Peek(ctx, "user:42"); return err },
+		"Reset": func() error { return lim.Reset(ctx, "user:42") },
+	}
+	for name, call := range calls {
+		err := call()
+		if !errors.Is(err, storage.ErrClosed) || !errors.Is(err, storage.ErrUnavailable) || strings.Count(fmt.Sprint(err), "user:42") != 1 {
+			t.Errorf("%s on a closed store = %v, want storage.ErrClosed and storage.ErrUnavailable, naming user:42 once", name, err)
+		}
+	}
+}

@@ -36,23 +36,29 @@ const (
 	HeaderForwarded     = "Forwarded"
 )
 
-// ownFields are the fields the middleware writes, in net/http's
-// canonical form, which Header.Set uses.
+// ownFields are the fields the middleware writes.
 var ownFields = [...]string{
-	http.CanonicalHeaderKey(HeaderRateLimitPolicy),
-	http.CanonicalHeaderKey(HeaderRateLimit),
-	http.CanonicalHeaderKey(HeaderRetryAfter),
-	http.CanonicalHeaderKey(HeaderXRateLimitLimit),
-	http.CanonicalHeaderKey(HeaderXRateLimitRemaining),
-	http.CanonicalHeaderKey(HeaderXRateLimitReset),
+	HeaderRateLimitPolicy,
+	HeaderRateLimit,
+	HeaderRetryAfter,
+	HeaderXRateLimitLimit,
+	HeaderXRateLimitRemaining,
+	HeaderXRateLimitReset,
 }
 
-// clearFields removes the fields the middleware writes, so that a request
-// it decides carries its fields only, and none that a middleware in front
-// of it wrote (see the package doc on stacking).
+// clearFields removes the fields the middleware writes, in any spelling
+// (Header.Set's canonical one, or another set through the map, as HTTP/2
+// code may), so that a request it decides carries its fields only, and
+// none that a middleware in front of it wrote (see the package doc on
+// stacking).
 func clearFields(h http.Header) {
-	for _, f := range ownFields {
-		delete(h, f)
+	for name := range h {
+		for _, f := range ownFields {
+			if strings.EqualFold(name, f) {
+				delete(h, name)
+				break
+			}
+		}
 	}
 }
 

@@ -141,9 +141,10 @@ func (k *ipKeyer) isTrusted(ip netip.Addr) bool {
 // ("192.0.2.1:_p1", "[2001:db8::1]:_p1"; RFC 7239, section 6.3), which
 // names no port the key could use anyway.
 func stripObfuscatedPort(node string) string {
+	node = strings.TrimSpace(node)
 	i := strings.LastIndexByte(node, ':')
-	if i < 0 || i+2 > len(node) || node[i+1] != '_' {
-		return node
+	if i < 0 || i+2 >= len(node) || node[i+1] != '_' {
+		return node // no port, or not an obfuscated one ("_" alone is not)
 	}
 	for _, c := range []byte(node[i+2:]) {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {

@@ -349,7 +349,7 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 		return nil, err
 	}
 	if fb := lim.Fallback(); fb != nil {
-		if err := c.validateCost(fb.Buckets(), "the fallback limiter's "); err != nil {
+		if err := c.validateCost(fb.Buckets(), "the fallback limiter's ", "while the store fails"); err != nil {
 			return nil, err
 		}
 	}
@@ -399,15 +399,19 @@ func (c *config) validate(buckets []limiter.Bucket) error {
 	if c.costSet > 1 {
 		return fmt.Errorf("%w: WithCost and WithCostFunc given %d times; give one", ErrInvalidOption, c.costSet)
 	}
-	return c.validateCost(buckets, "")
+	return c.validateCost(buckets, "", "")
 }
 
 // validateCost reports a fixed cost (WithCost) above the capacity of one
-// of buckets; whose names their owner in the error.
-func (c *config) validateCost(buckets []limiter.Bucket, whose string) error {
+// of buckets; whose names their owner in the error, and when says when no
+// request could pass ("" for never).
+func (c *config) validateCost(buckets []limiter.Bucket, whose, when string) error {
 	for _, b := range buckets {
 		if c.fixedCost > b.Capacity {
-			return fmt.Errorf("%w: cost %d exceeds the capacity of %sbucket %v: no request could pass", ErrInvalidOption, c.fixedCost, whose, b)
+			if when != "" {
+				when = " " + when
+			}
+			return fmt.Errorf("%w: cost %d exceeds the capacity of %sbucket %v: no request could pass%s", ErrInvalidOption, c.fixedCost, whose, b, when)
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -357,6 +358,10 @@ func TestKeys(t *testing.T) {
 			[]string{`Forwarded: for="[2001:db8::1]:_p.1-x"`}, "ip:2001:db8::/64"},
 		{"Forwarded bad obfuscated port", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
 			[]string{`Forwarded: for="203.0.113.9:_p!"`}, ""},
+		{"Forwarded empty obfuscated port", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{`Forwarded: for="203.0.113.9:_"`}, ""},
+		{"Forwarded obfuscated port, space", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
+			[]string{`Forwarded: for="203.0.113.9:_p1 "`}, "ip:203.0.113.9"},
 		{"Forwarded obfuscated port alone", []httplimit.Option{proxies, fwd}, "10.0.0.1:1",
 			[]string{`Forwarded: for="_host:_p1"`}, ""},
 		{"Forwarded malformed", []httplimit.Option{proxies, fwd}, "10.0.0.1:1", []string{`Forwarded: for="203.0.113.9`}, ""},
@@ -850,5 +855,42 @@ func TestStackedInnerFieldsOnly(t *testing.T) {
 	if w := do(enforced, h); w.Code != 200 || w.Header().Get(httplimit.HeaderXRateLimitLimit) != "100" ||
 		w.Header().Get(httplimit.HeaderRateLimitPolicy) != `"ip";q=100;w=60` {
 		t.Errorf("skipped by the inner one: status %d, fields %q; want 200 and the outer one's", w.Code, fields(w))
+	}
+}
+
+// TestClearsFieldsInAnySpelling: fields that code in front of the
+// middleware set through the header map, in the spec's spelling or in
+// lower case as HTTP/2 code may, are removed too: the answer carries the
+// middleware's own fields only.
+func TestClearsFieldsInAnySpelling(t *testing.T) {
+	lim, err := limiter.New(memory.New(), []limiter.Bucket{{Capacity: 10, Period: time.Minute}}, limiter.WithClock(fakeclock.New(epoch)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mw, err := httplimit.New(lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["RateLimit"] = []string{`"outer";r=99;t=1`}
+		w.Header()["ratelimit-policy"] = []string{`"outer";q=100;w=60`}
+		w.Header()["x-ratelimit-limit"] = []string{"100"}
+		inner.ServeHTTP(w, r)
+	})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, request("192.0.2.1:1234"))
+	want := map[string][]string{
+		"Ratelimit":        {`"default";r=9;t=6`},
+		"Ratelimit-Policy": {`"default";q=10;w=60`},
+	}
+	got := make(map[string][]string)
+	for name, v := range w.Result().Header {
+		if strings.Contains(strings.ToLower(name), "ratelimit") {
+			got[name] = v
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rate-limit fields = %q, want %q", got, want)
 	}
 }
