@@ -9,8 +9,9 @@
 //
 // # The table
 //
-// One row per key: key bytea (the primary key), value bytea, version
-// bigint (an identity column) and expires_at timestamptz. Schema returns
+// One row per key: key bytea (the primary key, not DEFERRABLE), value
+// bytea NOT NULL, version bigint (an identity column) and expires_at
+// timestamptz NOT NULL. Schema returns
 // the DDL for migrations; New creates the table unless WithCreateTable(false)
 // says not to, and checks the columns of an existing table either way, so
 // a table that does not fit fails New with an error that names the column.
@@ -139,7 +140,14 @@
 // or dropping and creating the table again restart the versions, so that
 // a version a running process holds may come to name a different record;
 // empty the table with a plain TRUNCATE or DELETE, which keep the
-// sequence, or stop every process first. Behind a connection pooler in
+// sequence, or stop every process first. Rows copied in without their
+// sequence (a restore of the table alone, or a logical replica promoted:
+// logical replication does not carry sequences) can hold versions the
+// sequence has not reached: an insert that draws such a version can then
+// report a swap it did not make, and limits can be exceeded. After such a
+// copy, and before any process uses the table, advance the sequence past
+// them: SELECT setval(pg_get_serial_sequence('<table>', 'version'),
+// (SELECT max(version) FROM <table>)). Behind a connection pooler in
 // transaction mode that does not track prepared statements (PgBouncer
 // before 1.21), configure the pool with pgx.QueryExecModeExec or
 // QueryExecModeSimpleProtocol instead of the default statement cache.
