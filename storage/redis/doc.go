@@ -91,9 +91,12 @@
 // return a record older than the one just written (a limiter that read
 // it would, for instance, deny from the state before a Reset): through
 // such a client, Get runs the script GetTimed runs, which the client
-// sends to the master. A client made to talk to replicas only
-// (FailoverOptions.ReplicaOnly) cannot write: its compare-and-swaps are
-// refused (READONLY).
+// sends to the master. Do not give a Store a client made to talk to
+// replicas only (FailoverOptions.ReplicaOnly): a compare-and-swap that
+// would write is refused (READONLY), but one that conflicts, and every Get
+// and Delete of an absent key, is answered from the replica, whose record
+// may be stale, so that a limiter would deny from an old state and fail
+// only the calls it would allow.
 //
 // # Sharing, restarts and expiry
 //
@@ -121,8 +124,11 @@
 // A failure of the server or the network returns an error that names the
 // operation and the key and wraps both storage.ErrUnavailable and the
 // cause, so errors.Is(err, storage.ErrUnavailable) works, and errors.As
-// finds redis.Error for an error reply of the server and *net.OpError for
-// a failure of the network:
+// finds redis.Error for an error reply of the server; a failure of the
+// network wraps what go-redis returned for it: most often a *net.OpError,
+// but io.EOF for a connection the server closed during the call, and a
+// timeout that matches os.ErrDeadlineExceeded for one that timed out
+// (errors.Is):
 //
 //	redis: cas "user:42": storage: unavailable: dial tcp 127.0.0.1:6379: connect: connection refused
 //	redis: cas "user:42": server refused the cas script: storage: unavailable: NOAUTH Authentication required.

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -44,8 +45,12 @@ func newPipeliner(client goredis.UniversalClient) *pipeline.Pipeliner[*call] {
 			// reply the error. A hook that fails the pipeline before it
 			// runs gives none: a command left with neither reply nor error
 			// (every reply of the scripts and every record is a non-empty
-			// string) gets the pipeline's.
-			if _, err := pipe.Exec(ctx); err != nil {
+			// string) gets the pipeline's. An error that is a reply (a
+			// GET's nil, which Exec also returns as the pipeline's, or an
+			// error reply of the server) says every command got its own:
+			// a GET that read the empty string, a value sluice did not
+			// write, keeps it, to be reported corrupt.
+			if _, err := pipe.Exec(ctx); err != nil && !isReply(err) {
 				for _, c := range calls {
 					if c.cmd.Err() == nil && c.cmd.Val() == "" {
 						c.cmd.SetErr(err)
@@ -53,6 +58,13 @@ func newPipeliner(client goredis.UniversalClient) *pipeline.Pipeliner[*call] {
 				}
 			}
 		}).LeaveOnCancel()
+}
+
+// isReply reports whether err is a reply of the server: a GET's nil or an
+// error reply.
+func isReply(err error) bool {
+	var reply goredis.Error
+	return errors.As(err, &reply)
 }
 
 // call is one command of a Store on its way to the server. Its arguments

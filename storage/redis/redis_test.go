@@ -968,6 +968,42 @@ func TestPipelineFailedByHook(t *testing.T) {
 	}
 }
 
+// A Get of a value sluice did not write, the empty string, pipelined with
+// a Get of an absent key: the absent key's "nil" reply, which go-redis also
+// returns from the pipeline as a whole, is not given to the other Get,
+// which reads the empty string and reports it corrupt.
+func TestPipelinedGetOfEmptyForeignValue(t *testing.T) {
+	srv := testbackend.StartRedis(t)
+	client := ownClient(t, srv.Addr())
+	s, g := gatedStore(t, client)
+	if err := client.Set(t.Context(), "sluice:empty", "", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var held, wg sync.WaitGroup
+	fillInFlight(t, s, g, &held)
+	var (
+		absent, empty       storage.Record
+		errAbsent, errEmpty error
+	)
+	wg.Go(func() { absent, errAbsent = s.Get(context.Background(), "absent") })
+	waitQueued(t, s, 1)
+	wg.Go(func() { empty, errEmpty = s.Get(context.Background(), "empty") })
+	waitQueued(t, s, 2)
+	g.holdSingle.Store(false)
+	close(g.release)
+	held.Wait()
+	wg.Wait()
+	if errAbsent != nil || absent.Version != 0 {
+		t.Errorf("Get(absent) = %+v, %v; want absent", absent, errAbsent)
+	}
+	if !errors.Is(errEmpty, storage.ErrCorrupt) {
+		t.Errorf("Get of the empty string, pipelined after an absent key = %+v, %v; want an error wrapping storage.ErrCorrupt", empty, errEmpty)
+	}
+	if got := g.sent(); len(got) != 1 || got[0] != 2 {
+		t.Errorf("pipelines %v, want one of 2 commands", got)
+	}
+}
+
 // Calls on different keys issued while the round trips in flight are
 // busy go out together in one pipeline, and each caller gets exactly its
 // own result: swaps on many keys, a Get and a GetTimed among them. A
