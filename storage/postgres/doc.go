@@ -143,11 +143,14 @@
 // sequence, or stop every process first. Rows copied in without their
 // sequence (a restore of the table alone, or a logical replica promoted:
 // logical replication does not carry sequences) can hold versions the
-// sequence has not reached: an insert that draws such a version can then
-// report a swap it did not make, and limits can be exceeded. After such a
-// copy, and before any process uses the table, advance the sequence past
-// them: SELECT setval(pg_get_serial_sequence('<table>', 'version'),
-// (SELECT max(version) FROM <table>)). Behind a connection pooler in
+// sequence has not reached: a row taken over after it expired then gets a
+// version below one it had, breaking the rule that a key's versions only
+// grow, on which exact limits rest. After such a copy, and before any
+// process uses the table, advance the sequence past them:
+//
+//	SELECT setval(pg_get_serial_sequence('<table>', 'version'), (SELECT max(version) FROM <table>));
+//
+// Behind a connection pooler in
 // transaction mode that does not track prepared statements (PgBouncer
 // before 1.21), configure the pool with pgx.QueryExecModeExec or
 // QueryExecModeSimpleProtocol instead of the default statement cache.

@@ -412,3 +412,24 @@ func TestSweepKeepsRowsForAMinute(t *testing.T) {
 		t.Errorf("Get of the row that expired 50 s ago: %+v, %v; want absent", rec, err)
 	}
 }
+
+// TestInsertTellsForeignRowOfSameVersion: a live row holding the very
+// version the sequence hands out next (copied in without its sequence) is
+// not taken for the insert's own: the insert is a conflict returning that
+// row, not a swap it did not make.
+func TestInsertTellsForeignRowOfSameVersion(t *testing.T) {
+	url := testbackend.PostgresURL(t)
+	s := openStore(t, url)
+	ctx := t.Context()
+	if _, _, err := s.CompareAndSwap(ctx, "warm", 0, []byte("warm"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	table := pgx.Identifier{testbackend.Namespace(t)}.Sanitize()
+	pool := newPool(t, url, 1)
+	next := queryInt(t, pool, "SELECT last_value + 1 FROM "+pgx.Identifier{testbackend.Namespace(t) + "_version_seq"}.Sanitize())
+	execSQL(t, url, fmt.Sprintf(`INSERT INTO %s (key, value, version, expires_at) VALUES ('k', 'theirs', %d, clock_timestamp() + interval '1 hour')`, table, next))
+	rec, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("mine"), time.Minute)
+	if err != nil || swapped || rec.Version != uint64(next) || string(rec.Value) != "theirs" {
+		t.Errorf("CompareAndSwap(k, 0, mine) over a live row of version %d = %+v, %t, %v; want a conflict returning that row", next, rec, swapped, err)
+	}
+}

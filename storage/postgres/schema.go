@@ -304,7 +304,10 @@ func newStatements(t, seq string) statements {
 		// version is above every one the row had (a Delete leaves the row
 		// behind for this reason), and its expiry afresh, so that a wait
 		// for the lock does not shorten the time to live. Either way
-		// currval tells whether the proposed row went in. A row that was
+		// currval tells whether the proposed row went in, and the value
+		// confirms it: a live row of the same version can only be one
+		// copied in without its sequence (see the package documentation),
+		// and is told apart unless it holds this very value. A row that was
 		// live at that instant but has expired since (or been deleted: an
 		// insert that waited, or stalled) is returned as it is, and
 		// flagged, for the driver to send the insert again. Returns
@@ -316,9 +319,9 @@ ON CONFLICT (key) DO UPDATE SET
 	value = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN EXCLUDED.value ELSE r.value END,
 	version = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN nextval(` + seq + `) ELSE r.version END,
 	expires_at = CASE WHEN r.expires_at <= EXCLUDED.expires_at - $3::bigint * interval '1 microsecond' THEN clock_timestamp() + $3::bigint * interval '1 microsecond' ELSE r.expires_at END
-RETURNING r.version = currval(` + seq + `),
+RETURNING r.version = currval(` + seq + `) AND r.value = $2,
 	r.version,
-	CASE WHEN r.version = currval(` + seq + `) THEN NULL ELSE r.value END,
+	CASE WHEN r.version = currval(` + seq + `) AND r.value = $2 THEN NULL ELSE r.value END,
 	r.expires_at > clock_timestamp(),
 	clock_timestamp()`,
 
