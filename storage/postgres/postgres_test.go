@@ -148,6 +148,37 @@ func TestConformanceOfEachSwapForm(t *testing.T) {
 	}
 }
 
+// The package doc advises pgx's Exec or simple-protocol query modes behind
+// a pooler that does not track prepared statements: the statements keep
+// the contract in both.
+func TestConformanceInQueryExecModes(t *testing.T) {
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol} {
+		t.Run(mode.String(), func(t *testing.T) {
+			inMode := func(tb testing.TB) storage.Store {
+				tb.Helper()
+				url := testbackend.PostgresURL(tb)
+				table := testbackend.Namespace(tb)
+				if _, seen := tables.LoadOrStore(tb, struct{}{}); !seen {
+					tb.Cleanup(func() { dropTable(tb, url, table) })
+				}
+				cfg, err := pgxpool.ParseConfig(url)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				cfg.ConnConfig.DefaultQueryExecMode = mode
+				cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+				pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				tb.Cleanup(pool.Close)
+				return storeOn(tb, pool)
+			}
+			conformance.RunStore(t, inMode)
+		})
+	}
+}
+
 func BenchmarkConformance(b *testing.B) {
 	conformance.RunBenchmarks(b, newStore)
 }
