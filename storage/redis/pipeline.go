@@ -45,12 +45,16 @@ func newPipeliner(client goredis.UniversalClient) *pipeline.Pipeliner[*call] {
 			// reply the error. A hook that fails the pipeline before it
 			// runs gives none: a command left with neither reply nor error
 			// (every reply of the scripts and every record is a non-empty
-			// string) gets the pipeline's. An error that is a reply (a
-			// GET's nil, which Exec also returns as the pipeline's, or an
-			// error reply of the server) says every command got its own:
-			// a GET that read the empty string, a value sluice did not
-			// write, keeps it, to be reported corrupt.
-			if _, err := pipe.Exec(ctx); err != nil && !isReply(err) {
+			// string) gets the pipeline's. But for a GET's nil, which
+			// Exec also returns as the pipeline's, and which says that
+			// replies were read: a GET that read the empty string, a value
+			// sluice did not write, keeps it, to be reported corrupt. (Any
+			// other error is given, a reply of the server's too: go-redis
+			// returns one from a failed connection handshake, WRONGPASS
+			// say, without giving it to the commands. Where a Ring mixes a
+			// shard's nil with another's failed handshake, that shard's
+			// calls report an empty reply: an error either way.)
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
 				for _, c := range calls {
 					if c.cmd.Err() == nil && c.cmd.Val() == "" {
 						c.cmd.SetErr(err)
@@ -58,13 +62,6 @@ func newPipeliner(client goredis.UniversalClient) *pipeline.Pipeliner[*call] {
 				}
 			}
 		}).LeaveOnCancel()
-}
-
-// isReply reports whether err is a reply of the server: a GET's nil or an
-// error reply.
-func isReply(err error) bool {
-	var reply goredis.Error
-	return errors.As(err, &reply)
 }
 
 // call is one command of a Store on its way to the server. Its arguments

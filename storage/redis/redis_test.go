@@ -968,6 +968,64 @@ func TestPipelineFailedByHook(t *testing.T) {
 	}
 }
 
+// A pipeline whose connection cannot be set up because the server answers
+// the handshake with an error reply (WRONGPASS after the password changed,
+// or the maximum number of clients reached) fails each call in it as
+// unavailable: go-redis returns that reply from Exec without giving it to
+// the commands, which are then left with neither reply nor error, and a
+// GET among them is not an empty record.
+func TestPipelineHandshakeFailure(t *testing.T) {
+	for _, mode := range []string{"wrongpass", "maxclients"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := testbackend.StartRedis(t)
+			client := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), Password: "pw1", ContextTimeoutEnabled: true})
+			t.Cleanup(func() { client.Close() })
+			admin := ownClient(t, srv.Addr())
+			s, g := gatedStore(t, client)
+			if err := client.Set(t.Context(), "sluice:k", "x", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			var held, wg sync.WaitGroup
+			fillInFlight(t, s, g, &held)
+			ctx := t.Context()
+			setting, value := "requirepass", "pw2"
+			if mode == "maxclients" {
+				setting, value = "maxclients", "1"
+			}
+			if err := admin.ConfigSet(ctx, setting, value).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.Do(ctx, "client", "kill", "type", "normal", "skipme", "yes").Err(); err != nil {
+				t.Fatal(err)
+			}
+			errs := make([]error, 4)
+			for i := range errs {
+				wg.Go(func() {
+					switch i {
+					case 0:
+						_, errs[i] = s.Get(context.Background(), "absent")
+					case 1:
+						_, errs[i] = s.Get(context.Background(), "k")
+					case 2:
+						_, _, errs[i] = s.CompareAndSwap(context.Background(), "c", 0, []byte("v"), time.Minute)
+					case 3:
+						_, _, _, errs[i] = s.CompareAndSwapTimed(context.Background(), "d", 0, []byte("v"), time.Minute)
+					}
+				})
+				waitQueued(t, s, i+1)
+			}
+			close(g.release)
+			held.Wait()
+			wg.Wait()
+			for i, err := range errs {
+				if !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, storage.ErrCorrupt) {
+					t.Errorf("call %d in a pipeline whose connection failed its handshake: %v; want unavailable, not corrupt", i, err)
+				}
+			}
+		})
+	}
+}
+
 // A Get of a value sluice did not write, the empty string, pipelined with
 // a Get of an absent key: the absent key's "nil" reply, which go-redis also
 // returns from the pipeline as a whole, is not given to the other Get,
