@@ -96,7 +96,8 @@
 //
 // # Caveats
 //
-//   - Requests exempted with WithSkip get no rate-limit headers.
+//   - Requests exempted with WithSkip get no rate-limit fields from this
+//     middleware, and keep any that a middleware in front of it set.
 //   - Each middleware removes the rate-limit fields already set (RateLimit,
 //     RateLimit-Policy, Retry-After and the legacy trio) before it writes
 //     its own. When two are stacked (by IP in front of by account, say), a
