@@ -3,8 +3,10 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"slices"
 	"strings"
@@ -176,8 +178,82 @@ func Open(path string, opts ...Option) (*Store, error) {
 // at garbage).
 var errBboltPanic = errors.New("bbolt panicked reading the file")
 
+// view is db.View and update is db.Update, with a panic of bbolt's on a
+// damaged page turned into an error wrapping storage.ErrCorrupt and
+// errBboltPanic. bbolt rolls the transaction back as the panic leaves it,
+// releasing its locks, so the store goes on serving the sound pages.
+func view(db *bbolt.DB, fn func(*bbolt.Tx) error) error {
+	return guard(func() error { return db.View(fn) })
+}
+
+func update(db *bbolt.DB, fn func(*bbolt.Tx) error) error {
+	return guard(func() error { return db.Update(fn) })
+}
+
+// guard runs tx, turning a panic into an error (see view).
+func guard(tx func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %w: %v", storage.ErrCorrupt, errBboltPanic, r)
+		}
+	}()
+	return tx()
+}
+
+// errTruncated reports a file shorter than the pages its header counts.
+var errTruncated = errors.New("file shorter than the pages its header counts (truncated?)")
+
+// checkSize returns errTruncated for a file shorter than the pages its
+// newest valid meta page counts: a copy cut short, or a first Open that
+// ran out of disk. bbolt maps such a file and dies of a fault reading past
+// its end, which no recover catches. Files it cannot judge (absent, empty,
+// no valid meta page) are left to bbolt.
+func checkSize(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil
+	}
+	// A meta page: the 16-byte page header, then magic, version, page
+	// size and flags (uint32 each), the root bucket (16 bytes), the
+	// freelist's page, the high-water page id, the transaction id, and an
+	// FNV-64a checksum of what precedes it, in the machine's byte order.
+	const metaAt, metaLen = 16, 64
+	meta := func(off int64) (pages, txid uint64, pageSize int64, ok bool) {
+		var b [metaAt + metaLen]byte
+		if _, err := f.ReadAt(b[:], off); err != nil {
+			return 0, 0, 0, false
+		}
+		m := b[metaAt:]
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if binary.NativeEndian.Uint32(m) != 0xED0CDAED || binary.NativeEndian.Uint64(m[56:]) != h.Sum64() {
+			return 0, 0, 0, false
+		}
+		return binary.NativeEndian.Uint64(m[40:]), binary.NativeEndian.Uint64(m[48:]), int64(binary.NativeEndian.Uint32(m[8:])), true
+	}
+	pages, txid, pageSize, ok := meta(0)
+	if !ok {
+		return nil
+	}
+	if p, t, _, ok := meta(pageSize); ok && t > txid {
+		pages = p
+	}
+	if need := int64(pages) * pageSize; pages < 1<<40 && fi.Size() < need {
+		return fmt.Errorf("%w: %d bytes for %d pages of %d", errTruncated, fi.Size(), pages, pageSize)
+	}
+	return nil
+}
+
 // safeOpen is bbolt.Open, with a panic turned into an error.
 func safeOpen(path string, opts *bbolt.Options) (db *bbolt.DB, err error) {
+	if err := checkSize(path); err != nil {
+		return nil, err
+	}
 	// bbolt has opened and locked the file when it panics, and returns no
 	// handle to close: keep the file, and close it (releasing the lock).
 	var file *os.File
@@ -212,6 +288,7 @@ func openError(path string, timeout time.Duration, err error) error {
 		errors.Is(err, bolterrors.ErrVersionMismatch),
 		errors.Is(err, bolterrors.ErrChecksum),
 		errors.Is(err, errBboltPanic),
+		errors.Is(err, errTruncated),
 		// A file shorter than two pages that is not empty: bbolt says so
 		// without a sentinel error.
 		strings.Contains(err.Error(), "file size too small"):
@@ -256,7 +333,7 @@ func New(db *bbolt.DB, opts ...Option) (*Store, error) {
 // start prepares the bucket and starts the janitor.
 func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 	name := []byte(cfg.bucket)
-	err := db.Update(func(tx *bbolt.Tx) error {
+	err := update(db, func(tx *bbolt.Tx) error {
 		layouts, err := tx.CreateBucketIfNotExists(layoutsBucket)
 		if err != nil {
 			return fmt.Errorf("bucket %q: %w", layoutsBucket, err)
@@ -352,7 +429,7 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 		rerr error
 	)
 	now := time.Now().UnixNano()
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := view(s.db, func(tx *bbolt.Tx) error {
 		b := tx.Bucket(s.bucket)
 		if b == nil {
 			return bolterrors.ErrBucketNotFound
@@ -366,7 +443,10 @@ func (s *Store) Get(ctx context.Context, key string) (storage.Record, error) {
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, errBboltPanic):
+		return storage.Record{}, corruptError("get", key, err)
+	case err != nil:
 		return storage.Record{}, unavailableError("get", key, err)
 	}
 	return rec, rerr
@@ -480,8 +560,8 @@ func (s *Store) write(ctx context.Context, op *writeOp) error {
 		// A lone writer whose ctx cannot end commits in the caller's
 		// goroutine and needs no done channel: nobody else ever holds op.
 		s.queueMu.Unlock()
+		defer s.handOff() // also if commit panics, so that writes go on
 		s.commit([]*writeOp{op})
-		s.handOff()
 		return op.err
 	}
 	op.done = make(chan struct{})
@@ -565,7 +645,7 @@ func (s *Store) commit(batch []*writeOp) {
 	if !slices.ContainsFunc(batch, func(op *writeOp) bool { return op.state.Load() == opQueued }) {
 		return // every caller has left: no empty transaction
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := update(s.db, func(tx *bbolt.Tx) error {
 		now := time.Now()
 		b := tx.Bucket(s.bucket)
 		for _, op := range batch {
@@ -599,7 +679,11 @@ func (s *Store) commit(batch []*writeOp) {
 			// this transaction wrote, rolled back with it, whose version
 			// the next write gets again.
 			op.rec, op.swapped = storage.Record{}, false
-			op.err = unavailableError(op.name, op.key, err)
+			if errors.Is(err, errBboltPanic) {
+				op.err = corruptError(op.name, op.key, err)
+			} else {
+				op.err = unavailableError(op.name, op.key, err)
+			}
 		}
 		if op.done != nil {
 			close(op.done)

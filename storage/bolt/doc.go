@@ -72,11 +72,16 @@
 //
 // Open fails with an error wrapping ErrLocked when the file is locked,
 // wrapping storage.ErrCorrupt when the file is not a bbolt database, when
-// bbolt finds its pages damaged (bbolt panics on some damaged files; Open
-// recovers, reports it and releases the file's lock at once), or when the
-// bucket holds data not written by this package or is marked with a
-// layout this release does not know, and wrapping the operating system's error for a path it
-// cannot create (fs.ErrNotExist for a missing directory).
+// it is shorter than the pages its header counts (a copy cut short, or a
+// first Open that ran out of disk: delete such a file, or restore a whole
+// copy), when bbolt finds its pages damaged, or when the bucket holds data
+// not written by this package or is marked with a layout this release does
+// not know, and wrapping the operating system's error for a path it cannot
+// create (fs.ErrNotExist for a missing directory). bbolt panics on some
+// damaged pages: Open, the Store's calls and its janitor recover, and the
+// call that met the page gets an error wrapping storage.ErrCorrupt, while
+// the sound pages go on being served (a failed Open releases the file's
+// lock at once).
 //
 // Errors of the Store methods name the operation and the key, such as
 // `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a

@@ -71,7 +71,7 @@ func (s *Store) sweep() (int, error) {
 // and the key to resume at (nil at the end of the bucket). Values not in
 // this package's layout and nested buckets are left alone.
 func (s *Store) findExpired(from []byte, now int64) (doomed [][]byte, next []byte, err error) {
-	err = s.db.View(func(tx *bbolt.Tx) error {
+	err = view(s.db, func(tx *bbolt.Tx) error {
 		b := tx.Bucket(s.bucket)
 		if b == nil {
 			return nil
@@ -103,7 +103,7 @@ func (s *Store) findExpired(from []byte, now int64) (doomed [][]byte, next []byt
 // now (a writer may have renewed one since findExpired saw it).
 func (s *Store) deleteExpired(keys [][]byte, now int64) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := update(s.db, func(tx *bbolt.Tx) error {
 		n = 0
 		b := tx.Bucket(s.bucket)
 		if b == nil {
