@@ -236,12 +236,18 @@ func checkSize(path string) error {
 		}
 		return binary.NativeEndian.Uint64(m[40:]), binary.NativeEndian.Uint64(m[48:]), int64(binary.NativeEndian.Uint32(m[8:])), true
 	}
+	// The second meta page starts a page in: at the first's page size, or
+	// at the system's, bbolt's default, when the first is damaged.
 	pages, txid, pageSize, ok := meta(0)
+	second := pageSize
+	if !ok {
+		second = int64(os.Getpagesize())
+	}
+	if p, t, ps, ok1 := meta(second); ok1 && (!ok || t > txid) {
+		pages, pageSize, ok = p, ps, true
+	}
 	if !ok {
 		return nil
-	}
-	if p, t, _, ok := meta(pageSize); ok && t > txid {
-		pages = p
 	}
 	if need := int64(pages) * pageSize; pages < 1<<40 && fi.Size() < need {
 		return fmt.Errorf("%w: %d bytes for %d pages of %d", errTruncated, fi.Size(), pages, pageSize)

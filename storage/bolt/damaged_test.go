@@ -169,6 +169,18 @@ func TestTruncatedFileIsCorrupt(t *testing.T) {
 			t.Errorf("Open of the file cut to %d pages = %v, want an error wrapping storage.ErrCorrupt", pages, err)
 		}
 	}
+	// The same with the first meta page damaged: bbolt reads the second.
+	cut := append([]byte(nil), data[:70*ps]...)
+	cut[16+20] ^= 0xff
+	if err := os.WriteFile(path, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(path, WithOpenTimeout(200*time.Millisecond), WithSweepInterval(time.Hour)); !errors.Is(err, storage.ErrCorrupt) {
+		if err == nil {
+			s.Close()
+		}
+		t.Errorf("Open of the file cut to 70 pages, its first meta page damaged = %v, want an error wrapping storage.ErrCorrupt", err)
+	}
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
