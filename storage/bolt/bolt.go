@@ -258,7 +258,12 @@ func checkSize(path string) error {
 // safeOpen is bbolt.Open, with a panic turned into an error.
 func safeOpen(path string, opts *bbolt.Options) (db *bbolt.DB, err error) {
 	if err := checkSize(path); err != nil {
-		return nil, err
+		// Another process may be writing a new file's first pages,
+		// before the lock bbolt takes after this: look again once.
+		time.Sleep(50 * time.Millisecond)
+		if err := checkSize(path); err != nil {
+			return nil, err
+		}
 	}
 	// bbolt has opened and locked the file when it panics, and returns no
 	// handle to close: keep the file, and close it (releasing the lock).

@@ -81,7 +81,12 @@
 // damaged pages: Open, the Store's calls and its janitor recover, and the
 // call that met the page gets an error wrapping storage.ErrCorrupt, while
 // the sound pages go on being served (a failed Open releases the file's
-// lock at once).
+// lock at once). Not all damage can be caught: a database that keeps no
+// freelist on disk (bbolt.Options.NoFreelistSync, in a db given to New or
+// in the file's last writer) has bbolt walk every page in a goroutine of
+// its own, where a damaged page ends the process, and a page reference
+// damaged to point past the file makes bbolt read unmapped memory, which
+// no recover catches. Restore such a file from a whole copy.
 //
 // Errors of the Store methods name the operation and the key, such as
 // `bolt: cas "user:42": storage: unavailable: ...`, and wrap both a
