@@ -349,7 +349,7 @@ func New(lim *limiter.Limiter, opts ...Option) (func(http.Handler) http.Handler,
 		return nil, err
 	}
 	if fb := lim.Fallback(); fb != nil {
-		if err := c.validateCost(fb.Buckets(), "the fallback limiter's ", "while the store fails"); err != nil {
+		if err := c.validateCost(fb.Buckets(), "the fallback limiter's ", " while the store fails"); err != nil {
 			return nil, err
 		}
 	}
@@ -403,14 +403,11 @@ func (c *config) validate(buckets []limiter.Bucket) error {
 }
 
 // validateCost reports a fixed cost (WithCost) above the capacity of one
-// of buckets; whose names their owner in the error, and when says when no
-// request could pass ("" for never).
+// of buckets; whose names their owner in the error, and when, if not "",
+// completes "no request could pass" with when that is.
 func (c *config) validateCost(buckets []limiter.Bucket, whose, when string) error {
 	for _, b := range buckets {
 		if c.fixedCost > b.Capacity {
-			if when != "" {
-				when = " " + when
-			}
 			return fmt.Errorf("%w: cost %d exceeds the capacity of %sbucket %v: no request could pass%s", ErrInvalidOption, c.fixedCost, whose, b, when)
 		}
 	}

@@ -179,8 +179,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 var errBboltPanic = errors.New("bbolt panicked reading the file")
 
 // view is db.View and update is db.Update, with a panic of bbolt's on a
-// damaged page turned into an error wrapping storage.ErrCorrupt and
-// errBboltPanic. bbolt rolls the transaction back as the panic leaves it,
+// damaged page turned into an error wrapping errBboltPanic, which callers
+// report as storage.ErrCorrupt. bbolt rolls the transaction back as the panic leaves it,
 // releasing its locks, so the store goes on serving the sound pages.
 func view(db *bbolt.DB, fn func(*bbolt.Tx) error) error {
 	return guard(func() error { return db.View(fn) })
@@ -194,7 +194,7 @@ func update(db *bbolt.DB, fn func(*bbolt.Tx) error) error {
 func guard(tx func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %w: %v", storage.ErrCorrupt, errBboltPanic, r)
+			err = fmt.Errorf("%w: %v", errBboltPanic, r)
 		}
 	}()
 	return tx()
@@ -379,7 +379,10 @@ func start(db *bbolt.DB, cfg config, owned bool) (*Store, error) {
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, errBboltPanic):
+		return nil, fmt.Errorf("%w: %w", storage.ErrCorrupt, err)
+	case err != nil:
 		return nil, err
 	}
 	s := &Store{

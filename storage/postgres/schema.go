@@ -150,17 +150,16 @@ SELECT a.attname::text,
        a.attnotnull,
        a.atthasdef OR a.attidentity <> '',
        a.attidentity::text,
-       EXISTS (
-           SELECT FROM pg_index i
-           JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0]
-           WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indisvalid AND i.indimmediate
-             AND i.indnkeyatts = 1 AND i.indpred IS NULL AND k.attname = 'key'),
-       EXISTS (
-           SELECT FROM pg_index i
-           JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0]
-           WHERE i.indrelid = a.attrelid AND i.indisunique AND NOT i.indimmediate
-             AND i.indnkeyatts = 1 AND k.attname = 'key')
+       coalesce(u.arbiter, false),
+       coalesce(u.deferrable, false)
 FROM pg_attribute a
+CROSS JOIN LATERAL (
+    SELECT bool_or(i.indisvalid AND i.indimmediate AND i.indpred IS NULL) AS arbiter,
+           bool_or(NOT i.indimmediate) AS deferrable
+    FROM pg_index i
+    JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = i.indkey[0]
+    WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indnkeyatts = 1 AND k.attname = 'key'
+) AS u
 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`
 
