@@ -31,9 +31,12 @@ package conformance
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/sluice-go/sluice/internal/typednil"
 	"github.com/sluice-go/sluice/storage"
 )
 
@@ -65,8 +68,31 @@ type Factory interface {
 		func(testing.TB) (storage.Store, error) | func(*testing.T) (storage.Store, error) | func() (storage.Store, error)
 }
 
-// asNewStore turns any Factory into a NewStore (nil for a nil one).
+// asNewStore turns any Factory into a NewStore (nil for a nil one) that
+// fails the test when the factory gives a nil store.
 func asNewStore[F Factory](f F) NewStore {
+	ns := anyNewStore(f)
+	if ns == nil {
+		return nil
+	}
+	return func(tb testing.TB) storage.Store {
+		tb.Helper()
+		return notNil(tb, ns(tb))
+	}
+}
+
+// notNil returns s, or fails tb when s is nil, or a nil pointer in the
+// interface, whose methods the suites would call.
+func notNil(tb testing.TB, s storage.Store) storage.Store {
+	tb.Helper()
+	if typednil.Is(s) {
+		tb.Fatalf("conformance: the factory returned a nil store (%T) and no error", s)
+	}
+	return s
+}
+
+// anyNewStore is asNewStore without the check of the store.
+func anyNewStore[F Factory](f F) NewStore {
 	switch f := any(f).(type) {
 	case func(testing.TB) (storage.Store, error):
 		if f == nil {
@@ -77,7 +103,7 @@ func asNewStore[F Factory](f F) NewStore {
 		if f == nil {
 			return nil
 		}
-		return asNewStore(func(t *testing.T) storage.Store { s, err := f(t); return must(t, s, err) })
+		return anyNewStore(func(t *testing.T) storage.Store { s, err := f(t); return must(t, s, err) })
 	case func() (storage.Store, error):
 		if f == nil {
 			return nil
@@ -133,16 +159,43 @@ func oncePerTest(open func(tb testing.TB) storage.Store) NewStore {
 		if s, ok := stores[tb]; ok {
 			return s
 		}
-		s := open(tb)
+		s := notNil(tb, open(tb))
 		stores[tb] = s
 		tb.Cleanup(func() {
 			mu.Lock()
 			delete(stores, tb)
 			mu.Unlock()
-			if err := s.Close(); err != nil && !errors.Is(err, storage.ErrClosed) { // a suite may have closed it
+			if err := closeWithin(s, closeWait); err != nil && !errors.Is(err, storage.ErrClosed) { // a suite may have closed it
 				tb.Errorf("conformance: Close: %v", err)
 			}
 		})
 		return s
+	}
+}
+
+// closeWait bounds each Close the suites make, so that a Close that hangs
+// fails the test with a message rather than at the test binary's timeout.
+// It is a variable for the package's own tests only.
+var closeWait = 30 * time.Second
+
+// closeWithin calls s.Close, turning a panic into an error, and gives up
+// waiting for it after d (leaving it to return in its own time).
+func closeWithin(s storage.Store, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("panic: %v", p)
+			}
+		}()
+		done <- s.Close()
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("Close has not returned after %v", d)
 	}
 }

@@ -104,6 +104,31 @@ func TestFactoryErrorFailsTheTest(t *testing.T) {
 	}
 }
 
+// TestFactoryNilStoreFailsTheTest: a factory that returns a nil store and
+// no error, or a nil pointer as a store, fails the test that called it,
+// saying so, instead of crashing in the first check (or in the cleanup
+// that closes what a factory taking nothing gave).
+func TestFactoryNilStoreFailsTheTest(t *testing.T) {
+	for name, f := range map[string]NewStore{
+		"NewStore":    asNewStore(NewStore(func(testing.TB) storage.Store { return nil })),
+		"TB":          asNewStore(func(testing.TB) (storage.Store, error) { return nil, nil }),
+		"TB, typed":   asNewStore(func(testing.TB) storage.Store { return (*refStore)(nil) }),
+		"none":        asNewStore(func() storage.Store { return nil }),
+		"none, error": asNewStore(func() (storage.Store, error) { return (*refStore)(nil), nil }),
+	} {
+		rec := &fatalRecorder{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f(rec)
+		}()
+		<-done
+		if !strings.Contains(rec.msg, "the factory returned a nil store") {
+			t.Errorf("%s: a nil store gave %q, want a fatal error saying the factory returned a nil store", name, rec.msg)
+		}
+	}
+}
+
 // fatalRecorder records a Fatalf and ends the goroutine, as testing does.
 type fatalRecorder struct {
 	testing.TB

@@ -22,6 +22,11 @@ func TestRunStoreReference(t *testing.T) {
 // TestChecksCatchBrokenStores runs checks against stores that each break
 // one promise of the contract, and requires every check aimed at a store
 // to fail on it.
+func init() {
+	// The stores here close at once, or block on purpose (closeBlocks).
+	closeWait = time.Second
+}
+
 func TestChecksCatchBrokenStores(t *testing.T) {
 	checks := make(map[string]storeCheck)
 	for _, c := range storeChecks() {
@@ -121,6 +126,8 @@ func brokenStores() []brokenStore {
 		{"handles do not share a backend", faults{separateHandles: true}, []string{"TwoHandlesShareBackend"}},
 		{"Close does nothing", faults{closeNoop: true}, []string{"CloseThenErrClosed"}},
 		{"second Close panics", faults{closePanics: true}, []string{"CloseThenErrClosed"}},
+		{"second Close blocks", faults{closeBlocks: true}, []string{"CloseThenErrClosed"}},
+		{"Get, every other time, pairs a value with the version before its own", faults{tornGetEvery: 2}, []string{"ConcurrentIncrements"}},
 	}
 }
 
@@ -168,6 +175,8 @@ type faults struct {
 	ttlWrapsAbove       time.Duration       // a ttl longer than this expires at once
 	closeNoop           bool                // Close does nothing
 	closePanics         bool                // a second Close panics
+	closeBlocks         bool                // a second Close takes longer than closeWait
+	tornGetEvery        int                 // every so many Gets, one returns its record's version minus 1
 	shareValues         bool                // returned Values are the stored slice, overwritten in place
 	forgetVersionsAfter time.Duration       // versions count per key, forgotten this long after the last write
 	wrapDoneContext     bool                // a done context's error comes back wrapped in ErrUnavailable
@@ -292,6 +301,7 @@ type refBackend struct {
 	// (forgetVersionsAfter).
 	keyLast map[string]keyVersion
 	frozen  time.Time // the clock of the first Hold (holdClockFrozen)
+	gets    int       // Gets of live records so far (tornGetEvery)
 }
 
 type keyVersion struct {
@@ -366,7 +376,13 @@ func (s *refStore) Get(ctx context.Context, key string) (storage.Record, error) 
 	if n := b.f.truncateGet; n > 0 && len(v) > n {
 		v = v[:n]
 	}
-	return storage.Record{Value: v, Version: r.version}, nil
+	version := r.version
+	if n := b.f.tornGetEvery; n > 0 {
+		if b.gets++; b.gets%n == 0 {
+			version--
+		}
+	}
+	return storage.Record{Value: v, Version: version}, nil
 }
 
 func (s *refStore) CompareAndSwap(ctx context.Context, key string, expected uint64, value []byte, ttl time.Duration) (storage.Record, bool, error) {
@@ -478,6 +494,9 @@ func (s *refStore) Delete(ctx context.Context, key string) error {
 func (s *refStore) Close() error {
 	if s.closes.Add(1) > 1 && s.b.f.closePanics {
 		panic("ref: close of closed store")
+	}
+	if s.closes.Load() > 1 && s.b.f.closeBlocks {
+		time.Sleep(2 * closeWait)
 	}
 	return s.closeOnce()
 }
