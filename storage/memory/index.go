@@ -91,6 +91,12 @@ func (x *index) insert(h uint64, key string, t *table) *entry {
 	}
 	// The key may point into the caller's buffer: the entry keeps a copy.
 	e := &entry{table: t, key: strings.Clone(key)}
+	if t.closed.Load() {
+		// Close has cleared the index, or will under x.mu: a call that
+		// began before Close gets an entry that no index keeps, so that
+		// what it writes is dropped with the rest.
+		return e
+	}
 	live := int(x.n.Load())
 	if 4*(x.used+1) > 3*len(s) {
 		s = x.rebuild(s, live+1)

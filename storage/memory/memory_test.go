@@ -676,3 +676,49 @@ func TestHandedOutValuesUnderChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDropsWritesInFlight: writes that began before Close, on keys
+// new to the store, leave no record behind once Close and they have
+// returned: Close drops every record, including theirs.
+func TestCloseDropsWritesInFlight(t *testing.T) {
+	ctx := context.Background()
+	for round := range 50 {
+		s := memory.New()
+		var wg sync.WaitGroup
+		started := make(chan struct{}, 8)
+		for g := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					if i == 10 {
+						started <- struct{}{}
+					}
+					key := strconv.Itoa(g) + ":" + strconv.Itoa(i)
+					var err error
+					if i%2 == 0 {
+						_, _, err = s.CompareAndSwap(ctx, key, 0, []byte("v"), time.Minute)
+					} else {
+						var h storage.Held
+						if h, _, err = s.Hold(ctx, "", key); err == nil {
+							h.Commit([]byte("v"), int64(time.Hour))
+						}
+					}
+					if errors.Is(err, storage.ErrClosed) {
+						return
+					}
+					if err != nil {
+						t.Errorf("write before Close: %v", err)
+						return
+					}
+				}
+			})
+		}
+		for range 8 {
+			<-started
+		}
+		s.Close()
+		wg.Wait()
+		if n := s.Len(); n != 0 {
+			t.Fatalf("round %d: Len after Close and every write returned = %d, want 0", round, n)
+		}
+	}
+}
