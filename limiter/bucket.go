@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Bounds of a Bucket. Within them the arithmetic is exact and cannot
@@ -89,10 +90,10 @@ func ParseBuckets(s string) ([]Bucket, error) {
 		item = strings.TrimSpace(item)
 		b, err := parseBucket(item)
 		if err != nil {
-			return nil, fmt.Errorf("%w %q: %v", ErrInvalidBucket, item, err)
+			return nil, fmt.Errorf("%w %s: %v", ErrInvalidBucket, quoteShort(item), err)
 		}
 		if why := b.outOfRange(); why != "" {
-			return nil, fmt.Errorf("%w %q: %s", ErrInvalidBucket, item, why)
+			return nil, fmt.Errorf("%w %s: %s", ErrInvalidBucket, quoteShort(item), why)
 		}
 		out = append(out, b)
 	}
@@ -105,8 +106,11 @@ func parseBucket(item string) (Bucket, error) {
 		return Bucket{}, errors.New(`want "capacity/period", as in "5/10s"`)
 	}
 	capacity, err := strconv.ParseInt(strings.TrimSpace(capText), 10, 64)
-	if err != nil {
-		return Bucket{}, fmt.Errorf("capacity %q is not a whole number", capText)
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return Bucket{}, fmt.Errorf("capacity must be between 1 and %d", int64(MaxCapacity))
+	case err != nil:
+		return Bucket{}, fmt.Errorf("capacity %s is not a whole number", quoteShort(capText))
 	}
 	period, err := parsePeriod(strings.TrimSpace(periodText))
 	if err != nil {
@@ -126,13 +130,42 @@ func parsePeriod(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseInt(days, 10, 64)
 		if err != nil || n < 1 || n > int64(MaxPeriod/(24*time.Hour)) {
-			return 0, fmt.Errorf("period %q is not a whole number of days from 1 to %d", text, int64(MaxPeriod/(24*time.Hour)))
+			return 0, fmt.Errorf("period %s is not a whole number of days from 1 to %d", quoteShort(text), int64(MaxPeriod/(24*time.Hour)))
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("period %q: want a duration such as 10s, 1m or 1h", text)
+		if tooLong(s) {
+			return 0, fmt.Errorf("period must be between 1ns and %v", MaxPeriod)
+		}
+		return 0, fmt.Errorf("period %s: want a duration such as 10s, 1m or 1h", quoteShort(text))
 	}
 	return d, nil
+}
+
+// tooLong reports whether s, which time.ParseDuration refused, is a
+// positive number and one unit, too long for a time.Duration.
+func tooLong(s string) bool {
+	for _, unit := range []string{"ns", "us", "µs", "μs", "ms", "s", "m", "h"} {
+		if num, ok := strings.CutSuffix(s, unit); ok {
+			f, err := strconv.ParseFloat(num, 64)
+			return (err == nil || errors.Is(err, strconv.ErrRange)) && f > 0 && strings.Trim(num, "0123456789.") == ""
+		}
+	}
+	return false
+}
+
+// quoteShort quotes s for an error message, cut to its first 64 bytes (at
+// a rune's start) when it is longer.
+func quoteShort(s string) string {
+	const most = 64
+	if len(s) <= most {
+		return strconv.Quote(s)
+	}
+	cut := most
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + fmt.Sprintf("... (%d bytes)", len(s))
 }
