@@ -28,7 +28,10 @@
 //     "Reset") and error.type: "closed",
 //     "corrupt", "unavailable" (matching storage.ErrClosed, ErrCorrupt,
 //     ErrUnavailable), "contention", "canceled", "deadline_exceeded" (the
-//     context errors), or "_OTHER". A call that the fallback limiter then
+//     context errors), or "_OTHER", the first that matches in that order:
+//     a store call cut short by its context, which drivers report as
+//     ErrUnavailable wrapping the context's error (the outcome is
+//     unknown), counts as "unavailable". A call that the fallback limiter then
 //     decides counts both here and, with sluice.fallback=true, in
 //     sluice.decisions.
 //

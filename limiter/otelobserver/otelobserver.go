@@ -118,8 +118,9 @@ func newMeasure(kvs []attribute.KeyValue) measure {
 
 // Observer is a limiter.Observer that records OpenTelemetry metrics; see
 // the package documentation for the instruments and their attributes.
-// Make one per limiter, or share one between limiters that need not be
-// told apart. An Observer is safe for concurrent use.
+// Make one with New, per limiter, or share one between limiters that need
+// not be told apart; the zero Observer has no instruments and records
+// nothing. An Observer is safe for concurrent use.
 type Observer struct {
 	decisions metric.Int64Counter
 	duration  metric.Float64Histogram
@@ -199,6 +200,9 @@ func New(mp metric.MeterProvider, opts ...Option) (*Observer, error) {
 // OnDecision counts the decision and records its latency, allocating
 // nothing itself. It implements limiter.Observer.
 func (o *Observer) OnDecision(e limiter.Event) {
+	if o.decisions == nil {
+		return // not made by New
+	}
 	m := &o.byDecision[methodIndex(e.Method)][b2i(e.Decision.Allowed)][b2i(e.Cached)][b2i(e.Fallback)]
 	ctx := context.Background()
 	o.decisions.Add(ctx, 1, m.add...)
@@ -207,6 +211,9 @@ func (o *Observer) OnDecision(e limiter.Event) {
 
 // OnError counts the failed call. It implements limiter.Observer.
 func (o *Observer) OnError(e limiter.Event) {
+	if o.errors == nil {
+		return // not made by New
+	}
 	o.errors.Add(context.Background(), 1, o.byError[methodIndex(e.Method)][errorIndex(e.Err)].add...)
 }
 

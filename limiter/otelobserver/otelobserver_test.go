@@ -425,3 +425,23 @@ func BenchmarkObserver(b *testing.B) {
 		})
 	}
 }
+
+// TestZeroObserverRecordsNothing: an Observer not made by New has no
+// instruments; a limiter given one decides and fails as usual.
+func TestZeroObserverRecordsNothing(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	fs := faultstore.New(mem)
+	lim, err := limiter.New(fs, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithObserver(&otelobserver.Observer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
+		t.Errorf("Allow with a zero Observer: %+v, %v", d, err)
+	}
+	fs.FailAll(storage.ErrUnavailable)
+	if _, err := lim.Allow(ctx, "other"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Allow with a zero Observer and the store down: %v, want storage.ErrUnavailable", err)
+	}
+}
