@@ -3,6 +3,7 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -98,3 +99,52 @@ func TestFallbackTooSmallForCost(t *testing.T) {
 		t.Errorf("AllowN(11), above the limiter's own capacity = %v, want limiter.ErrCostExceedsCapacity", err)
 	}
 }
+
+// TestFallbackCoversStoreTimeouts: a context error from the store while
+// the caller's context is live is the store's own failure (a driver's
+// internal timeout), which the fallback covers like any other; so is a
+// deadline error before the caller's deadline. A deadline error once the
+// caller's deadline has passed is the caller's, and is returned.
+func TestFallbackCoversStoreTimeouts(t *testing.T) {
+	mem := memory.New()
+	defer mem.Close()
+	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local))
+	for i, storeErr := range []error{
+		context.DeadlineExceeded,
+		context.Canceled,
+		fmt.Errorf("driver: %w: %w", storage.ErrUnavailable, context.DeadlineExceeded),
+	} {
+		fs.FailAll(storeErr)
+		key := fmt.Sprint("k", i)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		d, err := lim.Allow(ctx, key)
+		if err != nil || !d.Allowed || !d.Fallback {
+			t.Errorf("Allow, the store failing with %v before the caller's deadline: %+v, %v; want a decision of the fallback", storeErr, d, err)
+		}
+		if d, err := lim.Peek(ctx, key); err != nil || !d.Fallback {
+			t.Errorf("Peek, the store failing with %v: %+v, %v; want the fallback's", storeErr, d, err)
+		}
+		cancel()
+	}
+	// The caller's deadline has passed, and the store reports it before
+	// the context does (a deadline in the past here, with a context that
+	// cannot end: Err stays nil).
+	fs.FailAll(context.DeadlineExceeded)
+	past := deadlineOnly{Context: context.Background(), at: time.Now().Add(-time.Millisecond)}
+	if d, err := lim.Allow(past, "late"); !errors.Is(err, context.DeadlineExceeded) || d.Fallback {
+		t.Errorf("Allow after the caller's deadline: %+v, %v; want context.DeadlineExceeded, not the fallback", d, err)
+	}
+}
+
+// deadlineOnly is a context with a deadline that never ends: a context
+// whose deadline has passed but whose Err does not report it yet.
+type deadlineOnly struct {
+	context.Context
+	at time.Time
+}
+
+func (c deadlineOnly) Deadline() (time.Time, bool) { return c.at, true }

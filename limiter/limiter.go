@@ -394,9 +394,20 @@ func (l *Limiter) observeError(method, key string, cost int64, start time.Time, 
 }
 
 // fallsBack reports whether err is the store's failure, which the fallback
-// limiter may cover, rather than the caller's context ending.
+// limiter may cover, rather than the caller's context ending. While ctx is
+// live, a context error is the store's own (a timeout of a driver's), with
+// one exception: a deadline error once ctx's deadline has passed, which ctx
+// may not report yet.
 func fallsBack(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !isContextErr(err)
+	if ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			return false
+		}
+	}
+	return true
 }
 
 // now returns the time to decide on, in Unix nanoseconds: the clock's,

@@ -140,8 +140,10 @@ func WithDryRun() Option {
 // WithFallback decides with local when the store fails, instead of
 // returning the error: typically a limiter on the memory store with the
 // same buckets, so that each process goes on limiting on its own during
-// an outage. The store error still reaches the observer. Context errors
-// and refused input are returned as usual. A cost that this limiter's
+// an outage. The store error still reaches the observer. The error of a
+// caller's context that ended, and refused input, are returned as usual;
+// a context error from the store while the caller's context is live (a
+// driver's own timeout) is a store failure. A cost that this limiter's
 // buckets accept but local's refuse (local's are smaller: a share of the
 // limit, say) is not decided by local: the store's error is returned. The
 // default is no fallback; a nil local, or one made WithFallback itself, is
