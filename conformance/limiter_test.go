@@ -91,15 +91,8 @@ func TestFactoryErrorFailsTheTest(t *testing.T) {
 		"TB":   asNewStore(func(testing.TB) (storage.Store, error) { return nil, broken }),
 		"none": asNewStore(func() (storage.Store, error) { return nil, broken }),
 	} {
-		rec := &fatalRecorder{TB: t}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			f(rec)
-		}()
-		<-done
-		if !strings.Contains(rec.msg, "no server") {
-			t.Errorf("%s: the factory's error gave %q, want a fatal error saying %q", name, rec.msg, broken)
+		if msg := fatalOf(t, f); !strings.Contains(msg, "no server") {
+			t.Errorf("%s: the factory's error gave %q, want a fatal error saying %q", name, msg, broken)
 		}
 	}
 }
@@ -116,17 +109,23 @@ func TestFactoryNilStoreFailsTheTest(t *testing.T) {
 		"none":        asNewStore(func() storage.Store { return nil }),
 		"none, error": asNewStore(func() (storage.Store, error) { return (*refStore)(nil), nil }),
 	} {
-		rec := &fatalRecorder{TB: t}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			f(rec)
-		}()
-		<-done
-		if !strings.Contains(rec.msg, "the factory returned a nil store") {
-			t.Errorf("%s: a nil store gave %q, want a fatal error saying the factory returned a nil store", name, rec.msg)
+		if msg := fatalOf(t, f); !strings.Contains(msg, "the factory returned a nil store") {
+			t.Errorf("%s: a nil store gave %q, want a fatal error saying the factory returned a nil store", name, msg)
 		}
 	}
+}
+
+// fatalOf calls f as a test would and returns the message of its Fatalf,
+// or "" if it made none.
+func fatalOf(t *testing.T, f NewStore) string {
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(rec)
+	}()
+	<-done
+	return rec.msg
 }
 
 // fatalRecorder records a Fatalf and ends the goroutine, as testing does.
