@@ -81,7 +81,10 @@ func lookupIn(s slots, h uint64, key string) *entry {
 }
 
 // insert returns the entry of key, whose hash is h, making a new one for t
-// if there is none.
+// if there is none. Once t is closed it makes none and returns nil: Close
+// clears the index under x.mu after marking t closed, so an entry made
+// then would outlive Close, and calls that each made their own would not
+// exclude each other.
 func (x *index) insert(h uint64, key string, t *table) *entry {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -89,14 +92,11 @@ func (x *index) insert(h uint64, key string, t *table) *entry {
 	if e := lookupIn(s, h, key); e != nil {
 		return e
 	}
+	if t.closed.Load() {
+		return nil
+	}
 	// The key may point into the caller's buffer: the entry keeps a copy.
 	e := &entry{table: t, key: strings.Clone(key)}
-	if t.closed.Load() {
-		// Close has cleared the index, or will under x.mu: a call that
-		// began before Close gets an entry that no index keeps, so that
-		// what it writes is dropped with the rest.
-		return e
-	}
 	live := int(x.n.Load())
 	if 4*(x.used+1) > 3*len(s) {
 		s = x.rebuild(s, live+1)

@@ -98,7 +98,8 @@ func (s *Store) now() int64 {
 }
 
 // find returns the entry of key, locked and in the map, or nil if there
-// is none and create is false. A created entry holds no record.
+// is none and create is false, or if t was closed before one could be
+// created. A created entry holds no record.
 func (t *table) find(key string, create bool) *entry {
 	h := t.idx.hash(key)
 	for {
@@ -107,7 +108,9 @@ func (t *table) find(key string, create bool) *entry {
 			if !create {
 				return nil
 			}
-			e = t.idx.insert(h, key, t)
+			if e = t.idx.insert(h, key, t); e == nil {
+				return nil // closed
+			}
 		}
 		e.mu.Lock()
 		if e.dead {
@@ -173,7 +176,10 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, expected uint64,
 	}
 	now := s.now()
 	e := s.t.find(key, expected == 0)
-	if e == nil {
+	switch {
+	case e == nil && expected == 0:
+		return storage.Record{}, false, errClosed("cas", key) // Close began meanwhile
+	case e == nil:
 		return storage.Record{}, false, nil // absent, and a version was expected
 	}
 	defer e.mu.Unlock()
@@ -221,6 +227,9 @@ func (s *Store) Hold(ctx context.Context, prefix, key string) (storage.Held, int
 	// are still in flight, and the clock's read gives them time to land.
 	now := s.now()
 	e := s.t.find(full, true)
+	if e == nil {
+		return nil, 0, errClosed("hold", prefix+key) // Close began meanwhile
+	}
 	e.live = e.expires > now
 	return e, s.t.base + now, nil
 }
@@ -273,7 +282,9 @@ func (s *Store) Len() int {
 
 // Close stops the janitor, waits for it to return and drops every record.
 // Later calls of Get, CompareAndSwap, Hold and Delete return an error
-// wrapping storage.ErrClosed. Close is idempotent and always returns nil.
+// wrapping storage.ErrClosed. A call in flight when Close begins either
+// returns that error or completes, and what it wrote is dropped with the
+// rest. Close is idempotent and always returns nil.
 func (s *Store) Close() error {
 	s.t.closed.Store(true)
 	s.jan.halt()

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -719,6 +720,40 @@ func TestCloseDropsWritesInFlight(t *testing.T) {
 		wg.Wait()
 		if n := s.Len(); n != 0 {
 			t.Fatalf("round %d: Len after Close and every write returned = %d, want 0", round, n)
+		}
+	}
+}
+
+// TestCloseKeepsInsertsExclusive: calls that insert one new key while
+// Close runs still exclude each other: at most one of them swaps, and the
+// others fail with storage.ErrClosed or see the first one's record.
+func TestCloseKeepsInsertsExclusive(t *testing.T) {
+	ctx := context.Background()
+	for round := range 3000 {
+		s := memory.New()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var swaps atomic.Int64
+		for range 4 {
+			wg.Go(func() {
+				<-start
+				_, swapped, err := s.CompareAndSwap(ctx, "k", 0, []byte("v"), time.Minute)
+				if err != nil && !errors.Is(err, storage.ErrClosed) {
+					t.Errorf("CompareAndSwap while Close runs: %v", err)
+				}
+				if swapped {
+					swaps.Add(1)
+				}
+			})
+		}
+		wg.Go(func() {
+			<-start
+			s.Close()
+		})
+		close(start)
+		wg.Wait()
+		if n := swaps.Load(); n > 1 {
+			t.Fatalf("round %d: %d inserts of one key with expected 0 swapped while Close ran, want at most 1", round, n)
 		}
 	}
 }
