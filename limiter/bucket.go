@@ -83,7 +83,7 @@ func formatPeriod(d time.Duration) string {
 // MaxBuckets) is checked by New.
 func ParseBuckets(s string) ([]Bucket, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("%w: no buckets in %q", ErrInvalidBucket, s)
+		return nil, fmt.Errorf("%w: no buckets in %s", ErrInvalidBucket, quoteShort(s))
 	}
 	var out []Bucket
 	for _, item := range strings.Split(s, ",") {
@@ -156,15 +156,15 @@ func tooLong(s string) bool {
 	return false
 }
 
-// quoteShort quotes s for an error message, cut to its first 64 bytes (at
-// a rune's start) when it is longer.
+// quoteShort quotes s for an error message, cut to its first 64 bytes
+// when it is longer (a few bytes fewer where that would split a rune).
 func quoteShort(s string) string {
 	const most = 64
 	if len(s) <= most {
 		return strconv.Quote(s)
 	}
 	cut := most
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
+	for cut > most-(utf8.UTFMax-1) && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
 	return strconv.Quote(s[:cut]) + fmt.Sprintf("... (%d bytes)", len(s))

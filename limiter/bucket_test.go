@@ -48,19 +48,21 @@ func TestParseBuckets(t *testing.T) {
 // quoted cut short.
 func TestParseBucketsSaysWhy(t *testing.T) {
 	for in, want := range map[string]string{
-		"99999999999999999999/1s":         "capacity must be between 1 and 1099511627776",
-		"-99999999999999999999/1s":        "capacity must be between 1 and 1099511627776",
-		"5/9999999h":                      "period must be between 1ns and 87660h0m0s",
-		"5/99999999999999999999999ns":     "period must be between 1ns and 87660h0m0s",
-		"5/ten":                           `period "ten": want a duration such as 10s, 1m or 1h`,
-		"x/1s":                            `capacity "x" is not a whole number`,
-		"5/" + strings.Repeat("x", 1<<20): `invalid bucket "5/` + strings.Repeat("x", 62) + `"... (1048578 bytes): period "` + strings.Repeat("x", 64) + `"... (1048576 bytes): want`,
+		"99999999999999999999/1s":          "capacity must be between 1 and 1099511627776",
+		"-99999999999999999999/1s":         "capacity must be between 1 and 1099511627776",
+		"5/9999999h":                       "period must be between 1ns and 87660h0m0s",
+		"5/99999999999999999999999ns":      "period must be between 1ns and 87660h0m0s",
+		"5/ten":                            `period "ten": want a duration such as 10s, 1m or 1h`,
+		"x/1s":                             `capacity "x" is not a whole number`,
+		"5/" + strings.Repeat("x", 1<<20):  `invalid bucket "5/` + strings.Repeat("x", 62) + `"... (1048578 bytes): period "` + strings.Repeat("x", 64) + `"... (1048576 bytes): want`,
+		strings.Repeat(" ", 1<<20):         `no buckets in "` + strings.Repeat(" ", 64) + `"... (1048576 bytes)`,
+		"5/" + strings.Repeat("\x80", 100): `period "\x80\x80`,
 	} {
 		_, err := limiter.ParseBuckets(in)
 		if !errors.Is(err, limiter.ErrInvalidBucket) || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseBuckets(%.40q): %.300v; want ErrInvalidBucket saying %.200q", in, err, want)
 		}
-		if err != nil && len(err.Error()) > 300 {
+		if err != nil && len(err.Error()) > 600 {
 			t.Errorf("ParseBuckets(%.40q): an error of %d bytes", in, len(err.Error()))
 		}
 	}
