@@ -19,14 +19,14 @@ func TestRunStoreReference(t *testing.T) {
 	t.Run("InPlace", func(t *testing.T) { RunStore(t, refFactory(faults{inPlace: true})) })
 }
 
-// TestChecksCatchBrokenStores runs checks against stores that each break
-// one promise of the contract, and requires every check aimed at a store
-// to fail on it.
 func init() {
 	// The stores here close at once, or block on purpose (closeBlocks).
 	closeWait = time.Second
 }
 
+// TestChecksCatchBrokenStores runs checks against stores that each break
+// one promise of the contract, and requires every check aimed at a store
+// to fail on it.
 func TestChecksCatchBrokenStores(t *testing.T) {
 	checks := make(map[string]storeCheck)
 	for _, c := range storeChecks() {

@@ -28,10 +28,12 @@
 //     "Reset") and error.type: "closed",
 //     "corrupt", "unavailable" (matching storage.ErrClosed, ErrCorrupt,
 //     ErrUnavailable), "contention", "canceled", "deadline_exceeded" (the
-//     context errors), or "_OTHER", the first that matches in that order:
-//     a store call cut short by its context, which drivers report as
-//     ErrUnavailable wrapping the context's error (the outcome is
-//     unknown), counts as "unavailable". A call that the fallback limiter then
+//     context errors), or "_OTHER". They are matched in the order closed,
+//     corrupt, contention, unavailable, canceled, deadline_exceeded, so an
+//     error that matches both ErrUnavailable and a context error (a store
+//     call cut short by its context, reported by the driver as
+//     ErrUnavailable wrapping the context's error: its outcome is unknown)
+//     counts as "unavailable". A call that the fallback limiter then
 //     decides counts both here and, with sluice.fallback=true, in
 //     sluice.decisions.
 //
