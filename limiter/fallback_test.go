@@ -16,13 +16,8 @@ import (
 // TestResetWithFallback: Reset empties the fallback limiter's record too,
 // and reports the store's failure even when the fallback's Reset works.
 func TestResetWithFallback(t *testing.T) {
-	mem := memory.New()
-	defer mem.Close()
-	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local))
+	hour := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	lim, local, fs := faultyWithFallback(t, hour, hour)
 	ctx := context.Background()
 	fs.FailAll(storage.ErrUnavailable)
 	if d, err := lim.Allow(ctx, "k"); err != nil || !d.Allowed {
@@ -76,16 +71,10 @@ func TestFallbackNotAskedWhenContextEnded(t *testing.T) {
 // the cost, which would blame the caller's input. Smaller costs are still
 // decided by the fallback, Peek included.
 func TestFallbackTooSmallForCost(t *testing.T) {
-	mem := memory.New()
-	defer mem.Close()
-	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 2, Period: time.Minute}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 10, Period: time.Minute}}, limiter.WithFallback(local))
+	lim, _, fs := faultyWithFallback(t, []limiter.Bucket{{Capacity: 10, Period: time.Minute}}, []limiter.Bucket{{Capacity: 2, Period: time.Minute}})
 	ctx := context.Background()
 	fs.FailAll(storage.ErrUnavailable)
-	_, err = lim.AllowN(ctx, "k", 5)
+	_, err := lim.AllowN(ctx, "k", 5)
 	if !errors.Is(err, storage.ErrUnavailable) || errors.Is(err, limiter.ErrCostExceedsCapacity) {
 		t.Errorf("AllowN(5) with the store down and a fallback of capacity 2 = %v, want the store's storage.ErrUnavailable", err)
 	}
@@ -106,13 +95,8 @@ func TestFallbackTooSmallForCost(t *testing.T) {
 // deadline error before the caller's deadline. A deadline error once the
 // caller's deadline has passed is the caller's, and is returned.
 func TestFallbackCoversStoreTimeouts(t *testing.T) {
-	mem := memory.New()
-	defer mem.Close()
-	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 1, Period: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim, fs, _ := faulty(t, []limiter.Bucket{{Capacity: 1, Period: time.Hour}}, limiter.WithFallback(local))
+	hour := []limiter.Bucket{{Capacity: 1, Period: time.Hour}}
+	lim, _, fs := faultyWithFallback(t, hour, hour)
 	for i, storeErr := range []error{
 		context.DeadlineExceeded,
 		context.Canceled,
@@ -148,3 +132,18 @@ type deadlineOnly struct {
 }
 
 func (c deadlineOnly) Deadline() (time.Time, bool) { return c.at, true }
+
+// faultyWithFallback returns a limiter with shared's buckets on a faultstore (see
+// faulty), made WithFallback a limiter with local's buckets on a memory
+// store of its own, which it also returns.
+func faultyWithFallback(t *testing.T, shared, local []limiter.Bucket) (lim, fallback *limiter.Limiter, fs *faultstore.Store) {
+	t.Helper()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	fallback, err := limiter.New(mem, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, fs, _ = faulty(t, shared, limiter.WithFallback(fallback))
+	return lim, fallback, fs
+}

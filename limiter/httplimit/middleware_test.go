@@ -648,19 +648,7 @@ func TestNewRejects(t *testing.T) {
 // buckets of its own decides, and the headers describe its buckets, not
 // the shared ones: each process's share of a shared limit here.
 func TestHeadersFromFallback(t *testing.T) {
-	f := &fixture{clock: fakeclock.New(epoch), store: faultstore.New(memory.New())}
-	t.Cleanup(func() { _ = f.store.Close() })
-	mem := memory.New()
-	t.Cleanup(func() { _ = mem.Close() })
-	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 25, Period: time.Minute}}, limiter.WithClock(f.clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim, err := limiter.New(f.store, []limiter.Bucket{{Capacity: 100, Period: time.Minute}},
-		limiter.WithClock(f.clock), limiter.WithFallback(local))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, lim := fallbackFixture(t, 100, 25)
 	mw, err := httplimit.New(lim)
 	if err != nil {
 		t.Fatal(err)
@@ -688,25 +676,34 @@ func TestHeadersFromFallback(t *testing.T) {
 	check(t, "store up again", f.do(request(remote)), allowed(shared, `"default";r=99;t=1`))
 }
 
+// fallbackFixture returns a fixture whose store can be made to fail and a
+// limiter on it of shared tokens a minute, made WithFallback a limiter of
+// local tokens a minute on a memory store of its own, both on f.clock.
+func fallbackFixture(t *testing.T, shared, local int64) (*fixture, *limiter.Limiter) {
+	t.Helper()
+	f := &fixture{clock: fakeclock.New(epoch), store: faultstore.New(memory.New())}
+	t.Cleanup(func() { _ = f.store.Close() })
+	mem := memory.New()
+	t.Cleanup(func() { _ = mem.Close() })
+	fallback, err := limiter.New(mem, []limiter.Bucket{{Capacity: local, Period: time.Minute}}, limiter.WithClock(f.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limiter.New(f.store, []limiter.Bucket{{Capacity: shared, Period: time.Minute}},
+		limiter.WithClock(f.clock), limiter.WithFallback(fallback))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, lim
+}
+
 // TestCostAboveFallbackCapacity: a fixed cost that the fallback limiter's
 // buckets cannot cover is refused by New, like one above the limiter's
 // own; a cost function's such cost, accepted by the shared buckets, meets
 // the failure policy while the store fails (503, or served under
 // WithFailOpen), never the 500 of a bad cost.
 func TestCostAboveFallbackCapacity(t *testing.T) {
-	f := &fixture{clock: fakeclock.New(epoch), store: faultstore.New(memory.New())}
-	t.Cleanup(func() { _ = f.store.Close() })
-	mem := memory.New()
-	t.Cleanup(func() { _ = mem.Close() })
-	local, err := limiter.New(mem, []limiter.Bucket{{Capacity: 2, Period: time.Minute}}, limiter.WithClock(f.clock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim, err := limiter.New(f.store, []limiter.Bucket{{Capacity: 10, Period: time.Minute}},
-		limiter.WithClock(f.clock), limiter.WithFallback(local))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, lim := fallbackFixture(t, 10, 2)
 	if mw, err := httplimit.New(lim, httplimit.WithCost(5)); !errors.Is(err, httplimit.ErrInvalidOption) || mw != nil {
 		t.Errorf("New with WithCost(5) and a fallback of capacity 2 = %v, %v; want nil and ErrInvalidOption", mw != nil, err)
 	}
